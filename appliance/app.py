@@ -1,0 +1,103 @@
+"""The application factory: one settings object in, one Starlette app out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from .blobs import BlobStore
+from .errors import ApplianceError
+from .jobs import JobQueue
+from .jobs.exporting import run_export
+from .jobs.ingesting import run_ingest_job
+from .jobs.training import run_training
+from .routes import account, datasets, exports, files, models, projects, training, upload
+from .settings import Settings
+from .signing import Signer, load_secret
+from .store import Database
+from .vision import Predictor
+from .web import Services
+
+logger = logging.getLogger(__name__)
+
+
+def build_services(settings: Settings) -> Services:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_path)
+    blobs = BlobStore(settings.blobs)
+    signer = Signer(load_secret(settings.home / "secret.key"), settings.base_url, settings.signed_url_ttl)
+    queue = JobQueue(settings, db, blobs)
+    queue.register("ingest", lambda job: run_ingest_job(queue, job))
+    queue.register("train", lambda job: run_training(queue, job))
+    queue.register("export", lambda job: run_export(queue, job))
+    return Services(settings=settings, db=db, blobs=blobs, signer=signer, queue=queue, predictor=Predictor())
+
+
+async def _appliance_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApplianceError)
+    if exc.status >= 500:
+        logger.error("%s %s: %s", request.method, request.url.path, exc.message)
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers={"X-Error-Code": exc.code})
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "NOT_FOUND", 405: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN"}
+    message = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
+    return JSONResponse(
+        {"error": message},
+        status_code=exc.status_code,
+        headers={**(exc.headers or {}), "X-Error-Code": codes.get(exc.status_code, "VALIDATION_ERROR")},
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "Internal server error"}, status_code=500, headers={"X-Error-Code": "INTERNAL_ERROR"})
+
+
+def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
+    """Build the app. `run_queue=False` leaves the consumer stopped (for tests that
+    only need the API)."""
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if run_queue:
+            services.queue.start()
+        logger.info("appliance ready at %s (data home %s)", settings.base_url, settings.home)
+        try:
+            yield
+        finally:
+            if run_queue:
+                await run_in_threadpool(services.queue.stop)
+            logger.info("appliance stopped")
+
+    app = Starlette(
+        routes=[
+            *account.routes,
+            *upload.routes,
+            *files.routes,
+            *datasets.routes,
+            *projects.routes,
+            *models.routes,
+            *exports.routes,
+            *training.routes,
+        ],
+        exception_handlers={
+            ApplianceError: _appliance_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.key_touched = {}
+    return app

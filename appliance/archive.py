@@ -1,0 +1,182 @@
+"""Reading uploaded archives without trusting them.
+
+Members are read straight from the archive, never extracted by name, so a hostile
+path cannot write anywhere. Links, absolute or escaping paths and encrypted
+entries are reported and skipped; size and count limits stop decompression bombs.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .errors import Invalid
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+_JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_members: int = 500_000
+    max_member_bytes: int = 512 * 1024**2
+    max_total_bytes: int = 64 * 1024**3
+    #: A member whose uncompressed size exceeds its compressed size this many times
+    #: over is treated as a bomb.
+    max_ratio: int = 200
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str  # normalised, relative, '/'-separated
+    size: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str
+    reason: str
+    detail: str
+
+
+def is_archive_name(filename: str) -> bool:
+    return filename.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def is_junk(name: str) -> bool:
+    """Files operating systems add to archives: never images, labels or YAML."""
+    parts = name.split("/")
+    base = parts[-1].lower()
+    return "__MACOSX" in parts or base.startswith("._") or base in _JUNK_NAMES
+
+
+def _clean_name(raw: str) -> str | None:
+    """A safe relative name, or None when the name is absolute or escapes the root."""
+    name = raw.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return None
+    norm = posixpath.normpath(name)
+    if norm in (".", "") or norm.startswith("../") or norm == "..":
+        return None
+    return norm
+
+
+class Archive:
+    """A read-only view of a zip or tar archive's regular files."""
+
+    def __init__(self, path: Path, limits: Limits | None = None) -> None:
+        self.path = path
+        self.limits = limits or Limits()
+        self.members: dict[str, Member] = {}
+        self.skipped: list[Skipped] = []
+        self._zip: zipfile.ZipFile | None = None
+        self._tar: tarfile.TarFile | None = None
+        self._tar_members: dict[str, tarfile.TarInfo] = {}
+        self._open()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._zip:
+            self._zip.close()
+        if self._tar:
+            self._tar.close()
+
+    # -- opening -----------------------------------------------------------
+
+    def _open(self) -> None:
+        if zipfile.is_zipfile(self.path):
+            self._open_zip()
+        else:
+            try:
+                self._tar = tarfile.open(self.path, "r:*")
+            except (tarfile.TarError, OSError) as exc:
+                raise Invalid(f"not a readable zip or tar archive ({exc})") from exc
+            self._open_tar()
+        if len(self.members) > self.limits.max_members:
+            raise Invalid(f"archive holds {len(self.members)} files; the limit is {self.limits.max_members}")
+        total = sum(m.size for m in self.members.values())
+        if total > self.limits.max_total_bytes:
+            raise Invalid(f"archive expands to {total} bytes; the limit is {self.limits.max_total_bytes}")
+
+    def _accept(self, raw: str, size: int, compressed: int | None) -> str | None:
+        name = _clean_name(raw)
+        if name is None:
+            self.skipped.append(Skipped(raw, "unsafe_path", "absolute path or one that leaves the archive"))
+            return None
+        if is_junk(name):
+            return None
+        if size > self.limits.max_member_bytes:
+            self.skipped.append(Skipped(name, "file_too_large", f"{size} bytes"))
+            return None
+        if compressed is not None and size > 1024 * 1024 and size > compressed * self.limits.max_ratio:
+            self.skipped.append(Skipped(name, "compression_ratio", f"{size} bytes from {compressed}"))
+            return None
+        if name in self.members:
+            self.skipped.append(Skipped(name, "duplicate_path", "the archive holds this path twice"))
+            return None
+        self.members[name] = Member(name, size)
+        return name
+
+    def _open_zip(self) -> None:
+        self._zip = zipfile.ZipFile(self.path)
+        for info in self._zip.infolist():
+            if info.is_dir():
+                continue
+            if info.flag_bits & 0x1:
+                raise Invalid("encrypted_archive: password-protected archives are not supported")
+            mode = (info.external_attr >> 16) & 0o170000
+            if mode == 0o120000:
+                self.skipped.append(Skipped(info.filename, "link", "symbolic links are not followed"))
+                continue
+            self._accept(info.filename, info.file_size, info.compress_size)
+
+    def _open_tar(self) -> None:
+        assert self._tar is not None
+        for info in self._tar:
+            if info.isdir():
+                continue
+            if info.issym() or info.islnk():
+                self.skipped.append(Skipped(info.name, "link", "links are not followed"))
+                continue
+            if not info.isfile():
+                self.skipped.append(Skipped(info.name, "special_file", "not a regular file"))
+                continue
+            name = self._accept(info.name, info.size, None)
+            if name:
+                self._tar_members[name] = info
+
+    # -- reading -----------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(self.members)
+
+    def open(self, name: str) -> IO[bytes]:
+        if self._zip:
+            return self._zip.open(name)
+        assert self._tar is not None
+        handle = self._tar.extractfile(self._tar_members[name])
+        if handle is None:
+            raise Invalid(f"cannot read {name}")
+        return handle
+
+    def read(self, name: str) -> bytes:
+        limit = self.limits.max_member_bytes
+        with self.open(name) as handle:
+            data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise Invalid(f"{name} is larger than {limit} bytes")
+        return data
+
+    def iter_files(self) -> Iterator[tuple[str, int]]:
+        for name in self.names():
+            yield name, self.members[name].size

@@ -1,0 +1,86 @@
+"""The `appliance` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .settings import load_settings
+
+
+def _add_home(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="data home (default $APPLIANCE_HOME or ~/.local/share/appliance)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description="A local Ultralytics Platform.")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API, the store and the job queue")
+    _add_home(serve)
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8000)")
+    serve.add_argument("--public-url", help="URL clients use to reach this appliance")
+    serve.add_argument("--workers", type=int, help="job queue threads (default 2)")
+    serve.add_argument("--device", help="auto, cpu, or a CUDA index such as 0")
+    serve.add_argument("--owner", help="username of the owner account made on first start")
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="make a new API key and print it once")
+    _add_home(create)
+    create.add_argument("--user", help="username (default: the owner)")
+    create.add_argument("--name", default="cli", help="a label for the key")
+
+    demo = sub.add_parser("demo", help="run the whole job on the bundled sample through the REST API")
+    _add_home(demo)
+    demo.add_argument("--url", help="an appliance to use instead of starting one")
+    demo.add_argument("--key", help="API key for --url")
+    demo.add_argument("--epochs", type=int, default=80)
+    demo.add_argument("--imgsz", type=int, default=160)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .server import configure_logging
+
+    configure_logging(args.log_level)
+    if args.command == "serve":
+        from .server import serve
+
+        settings = load_settings(
+            home=args.home, host=args.host, port=args.port, public_url=args.public_url,
+            workers=args.workers, device=args.device,
+        )
+        serve(settings, owner=args.owner)
+        return 0
+    if args.command == "keys":
+        return _keys_create(args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args)
+    return 2
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from .keys import create_key
+    from .server import ensure_owner
+    from .store import Database
+
+    settings = load_settings(home=args.home)
+    owner, first_key = ensure_owner(settings)
+    db = Database(settings.db_path)
+    user = db.user_by_name(args.user) if args.user else owner
+    if user is None:
+        sys.stderr.write(f"no user named {args.user}\n")
+        return 1
+    key = first_key if first_key and not args.user else create_key(db, user["id"], args.name)
+    sys.stdout.write(key + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Finding a YOLO dataset inside an archive: its root, its YAML, its splits, and
+which label file belongs to which image."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..errors import Invalid
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+YAML_SUFFIXES = (".yaml", ".yml")
+_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+MAX_ROOT_DEPTH = 1
+
+
+@dataclass
+class Item:
+    """One image found in the archive, with its label file when there is one."""
+
+    image: str
+    label: str | None
+    split: str
+
+
+@dataclass
+class Layout:
+    root: str  # '' for the archive root
+    yaml_name: str | None
+    names: list[str]
+    items: list[Item] = field(default_factory=list)
+    orphan_labels: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _depth(name: str) -> int:
+    return name.count("/")
+
+
+def find_yaml(names: list[str]) -> str | None:
+    """The dataset YAML closest to the archive root, at most one folder down.
+
+    `data.yaml` wins over any other YAML at the same depth."""
+    candidates = [
+        n for n in names if n.lower().endswith(YAML_SUFFIXES) and _depth(n) <= MAX_ROOT_DEPTH
+    ]
+    if not candidates:
+        return None
+    return min(
+        candidates,
+        key=lambda n: (_depth(n), posixpath.basename(n).lower() not in ("data.yaml", "data.yml"), n),
+    )
+
+
+def parse_names(doc: Any) -> list[str]:
+    """Class names from a data.yaml: a list, or a dict of index to name with gaps
+    filled by `classN` placeholders; `nc` must agree when both are given."""
+    if not isinstance(doc, dict):
+        raise Invalid("data.yaml is not a mapping")
+    raw = doc.get("names")
+    if isinstance(raw, dict):
+        try:
+            indexed = {int(k): str(v) for k, v in raw.items()}
+        except (TypeError, ValueError) as exc:
+            raise Invalid("data.yaml names keys must be integers") from exc
+        if indexed and min(indexed) < 0:
+            raise Invalid("data.yaml names keys must not be negative")
+        size = max(indexed) + 1 if indexed else 0
+        names = [indexed.get(i, f"class{i}") for i in range(size)]
+    elif isinstance(raw, list):
+        names = [str(v) for v in raw]
+    elif raw is None:
+        names = []
+    else:
+        raise Invalid("data.yaml names must be a list or a mapping")
+    nc = doc.get("nc")
+    if nc is not None:
+        if not isinstance(nc, int) or nc < 0:
+            raise Invalid(f"data.yaml nc must be a non-negative integer, got {nc!r}")
+        if not names:
+            names = [f"class{i}" for i in range(nc)]
+        elif nc != len(names):
+            raise Invalid(f"data.yaml says nc: {nc} but lists {len(names)} names")
+    return names
+
+
+def _split_of(relative: str, yaml_splits: dict[str, str]) -> str:
+    for split, prefix in yaml_splits.items():
+        if prefix and (relative == prefix or relative.startswith(prefix + "/")):
+            return split
+    for part in relative.split("/")[:-1]:
+        split = _SPLIT_ALIASES.get(part.lower())
+        if split:
+            return split
+    return "train"
+
+
+def _yaml_splits(doc: dict) -> dict[str, str]:
+    """Split folders named by data.yaml, relative to the dataset root.
+
+    Absolute paths from another machine are ignored, and Roboflow's `../valid/images`
+    is read inside the archive root rather than above it."""
+    out: dict[str, str] = {}
+    for split in ("train", "val", "test"):
+        value = doc.get(split)
+        if not isinstance(value, str) or value.startswith("/"):
+            continue
+        norm = posixpath.normpath(value)
+        while norm.startswith("../"):
+            norm = norm[3:]
+        if norm not in ("..", "."):
+            out[split] = norm
+    return out
+
+
+def label_for(image: str) -> str:
+    """The conventional label path: the last /images/ becomes /labels/, suffix .txt."""
+    stem, _ = posixpath.splitext(image)
+    parts = stem.split("/")
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return "/".join(parts) + ".txt"
+
+
+def discover(names: list[str], read_text) -> Layout:
+    """Build the layout of a YOLO archive from its member names.
+
+    `read_text(name)` returns a member's text (used for the YAML only)."""
+    yaml_name = find_yaml(names)
+    root = posixpath.dirname(yaml_name) if yaml_name else _common_root(names)
+    doc: dict = {}
+    class_names: list[str] = []
+    if yaml_name:
+        try:
+            doc = yaml.safe_load(read_text(yaml_name)) or {}
+        except yaml.YAMLError as exc:
+            raise Invalid(f"{yaml_name} is not valid YAML: {exc}") from exc
+        class_names = parse_names(doc)
+    layout = Layout(root=root, yaml_name=yaml_name, names=class_names)
+    splits = _yaml_splits(doc)
+    prefix = root + "/" if root else ""
+    members = set(names)
+    used_labels: set[str] = set()
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        relative = name[len(prefix):]
+        if posixpath.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+            continue
+        label = label_for(name)
+        if label not in members:
+            sibling = posixpath.splitext(name)[0] + ".txt"
+            label = sibling if sibling in members else None
+        if label:
+            used_labels.add(label)
+        layout.items.append(Item(image=name, label=label, split=_split_of(relative, splits)))
+    layout.orphan_labels = sorted(
+        n for n in names if n.endswith(".txt") and n.startswith(prefix) and n not in used_labels
+        and "/labels/" in "/" + n
+    )
+    return layout
+
+
+def _common_root(names: list[str]) -> str:
+    """With no YAML: a single top folder holding everything is the root."""
+    tops = {n.split("/", 1)[0] for n in names if "/" in n}
+    if len(tops) == 1 and all("/" in n for n in names):
+        return tops.pop()
+    return ""

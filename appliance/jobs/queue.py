@@ -1,0 +1,179 @@
+"""The job queue: a SqliteHuey in its own file, consumed by threads inside the
+appliance process. Our jobs table is the durable truth; Huey only carries ids."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from huey import SqliteHuey
+from huey.consumer import Consumer
+
+from ..blobs import BlobStore
+from ..errors import ApplianceError
+from ..ids import now
+from ..settings import Settings
+from ..store import Database
+from .. import vision
+from .children import Children
+
+logger = logging.getLogger(__name__)
+
+
+class _QuietConsumer(Consumer):
+    """A consumer that leaves signal handling to the server that embeds it."""
+
+    def _set_signal_handlers(self) -> None:
+        return None
+
+
+class JobQueue:
+    def __init__(self, settings: Settings, db: Database, blobs: BlobStore) -> None:
+        self.settings = settings
+        self.db = db
+        self.blobs = blobs
+        self.children = Children()
+        self.huey = SqliteHuey(name="appliance", filename=str(settings.queue_path), results=False)
+        self._handlers: dict[str, Callable[[dict], None]] = {}
+        self._task = self.huey.task(name="appliance.run_job")(self._run_job)
+        self._consumer: Consumer | None = None
+        self._last_progress: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def register(self, kind: str, handler: Callable[[dict], None]) -> None:
+        self._handlers[kind] = handler
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        self._consumer = _QuietConsumer(
+            self.huey, workers=self.settings.workers, periodic=False, check_worker_health=False,
+            max_delay=1.0,
+        )
+        self._consumer.start()
+        logger.info("job queue started with %d workers", self.settings.workers)
+
+    def stop(self) -> None:
+        """End running children, stop the consumer and leave no job 'running'."""
+        self.children.stop_all()
+        if self._consumer:
+            self._consumer.stop(graceful=False)
+            for _, worker in self._consumer.worker_threads:
+                worker.join(timeout=5)
+        for job in self.db.active_jobs():
+            if job["status"] != "queued":
+                self._interrupt(job, "the appliance stopped while this job was running")
+        logger.info("job queue stopped")
+
+    def recover(self) -> None:
+        """After a crash: running jobs are interrupted; queued ones are queued again."""
+        for job in self.db.active_jobs():
+            if job["status"] == "queued":
+                self._task(job["id"])
+            else:
+                self._interrupt(job, "the appliance restarted while this job was running")
+
+    def _interrupt(self, job: dict, message: str) -> None:
+        self.finish(job["id"], "interrupted", error={"message": message, "code": "interrupted"})
+        stamp = now()
+        if job["kind"] == "train":
+            self.db.update_model(
+                job["subject_id"], status="failed",
+                training_error={"message": message, "code": "interrupted", "timestamp": stamp},
+            )
+        elif job["kind"] == "ingest":
+            self.db.update_dataset(
+                job["subject_id"], status="failed",
+                processing_error={"message": f"{message}; ingest again to retry", "timestamp": stamp},
+            )
+        elif job["kind"] == "export":
+            self.db.update_export(job["subject_id"], status="failed", error={"message": message, "timestamp": stamp})
+
+    # -- submitting --------------------------------------------------------
+
+    def submit(self, kind: str, subject_id: str, user_id: str | None, args: dict | None = None) -> dict:
+        job = self.db.create_job(kind, subject_id, user_id, args)
+        self._task(job["id"])
+        return job
+
+    def cancel(self, job_id: str) -> None:
+        with self.db.atomic() as db:
+            db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", [now(), job_id])
+            db.execute(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'",
+                [now(), job_id],
+            )
+
+    # -- running -----------------------------------------------------------
+
+    def _claim(self, job_id: str) -> dict | None:
+        with self.db.atomic() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ?, heartbeat_at = ?"
+                " WHERE id = ? AND status = 'queued'",
+                [now(), now(), now(), job_id],
+            )
+            claimed = cursor.rowcount == 1
+        return self.db.job(job_id) if claimed else None
+
+    def _run_job(self, job_id: str) -> None:
+        job = self._claim(job_id)
+        if job is None:
+            return  # cancelled while queued, or already taken
+        handler = self._handlers[job["kind"]]
+        logger.info("job %s (%s) started", job_id, job["kind"])
+        try:
+            handler(job)
+        except ApplianceError as exc:
+            logger.warning("job %s failed: %s", job_id, exc.message)
+            self._fail(job, exc.message)
+        except Exception as exc:
+            logger.exception("job %s crashed", job_id)
+            self._fail(job, f"internal error: {exc.__class__.__name__}: {exc}")
+
+    def _fail(self, job: dict, message: str) -> None:
+        self.finish(job["id"], "failed", error={"message": message})
+        stamp = now()
+        if job["kind"] == "train":
+            self.db.update_model(
+                job["subject_id"], status="failed",
+                training_error={"message": message, "code": "training_failed", "timestamp": stamp},
+            )
+        elif job["kind"] == "ingest":
+            self.db.update_dataset(
+                job["subject_id"], status="failed", processing_error={"message": message, "timestamp": stamp}
+            )
+        elif job["kind"] == "export":
+            self.db.update_export(job["subject_id"], status="failed", error={"message": message, "timestamp": stamp})
+
+    # -- helpers for handlers ----------------------------------------------
+
+    def progress(self, job_id: str, percent: float, message: str) -> None:
+        self.db.update_job(job_id, progress=round(min(max(percent, 0.0), 100.0), 1), message=message, heartbeat_at=now())
+
+    def beat(self, job_id: str) -> None:
+        self.db.update_job(job_id, heartbeat_at=now())
+
+    def finish(self, job_id: str, status: str, *, result: dict | None = None, error: dict | None = None) -> None:
+        fields: dict = {"status": status, "error": error}
+        if result is not None:
+            fields["result"] = result
+        if status == "completed":
+            fields["progress"] = 100.0
+        self.db.update_job(job_id, **fields)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.db.scalar("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]))
+
+    def child_env(self) -> dict[str, str]:
+        return {**vision.offline_environment(self.settings.home), **self.settings.job_env}
+
+    @staticmethod
+    def log_tail(path: Path, lines: int = 15) -> str:
+        if not path.exists():
+            return ""
+        text = path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])

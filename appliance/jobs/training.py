@@ -1,0 +1,118 @@
+"""The training job: lay the dataset out, train in a child process, keep the
+metrics and the weights."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..ids import now
+from .materialise import materialise
+
+if TYPE_CHECKING:
+    from .queue import JobQueue
+
+logger = logging.getLogger(__name__)
+
+
+def run_training(queue: JobQueue, job: dict) -> None:
+    db, settings = queue.db, queue.settings
+    model_id = job["subject_id"]
+    args = dict(job["args"]["trainArgs"])
+    workdir = settings.runs / job["id"]
+    cancel_file = workdir / "cancel"
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    queue.progress(job["id"], 0, "laying out the dataset")
+    data_yaml, digest = materialise(db, queue.blobs, settings.home / "datasets", job["args"]["datasetId"])
+    db.update_model(model_id, status="running", started_at=now(), metadata={"datasetSnapshot": digest})
+    db.clear_epochs(model_id)
+    spec = {
+        "home": str(settings.home),
+        "model": args.pop("model"),
+        "data": str(data_yaml),
+        "args": {k: v for k, v in args.items() if k not in ("data", "project", "name", "device")},
+        "project": str(workdir),
+        "device": settings.device if args.get("device") in (None, "auto") else args["device"],
+        "cancel_file": str(cancel_file),
+    }
+    total = int(spec["args"].get("epochs", 100))
+
+    def on_event(event: dict) -> None:
+        kind = event.get("event")
+        if kind == "epoch":
+            epoch = int(event["epoch"])
+            db.record_epoch(model_id, epoch, event["metrics"], event.get("fitness"))
+            epochs = int(event.get("epochs") or total)
+            queue.progress(job["id"], 100.0 * (epoch + 1) / max(epochs, 1), f"epoch {epoch + 1}/{epochs}")
+        elif kind == "started":
+            queue.progress(job["id"], 0, f"training on {event.get('device')}")
+        elif kind == "warning":
+            logger.warning("job %s: %s", job["id"], event.get("message"))
+
+    def should_cancel() -> bool:
+        cancelled = queue.cancel_requested(job["id"])
+        if cancelled and not cancel_file.exists():
+            cancel_file.touch()
+        return cancelled
+
+    result = queue.children.run(
+        job["id"], "train", spec, workdir, queue.child_env(), on_event, should_cancel,
+        lambda: queue.beat(job["id"]),
+    )
+    done = result.last("done")
+    weights = _keep_weights(queue, model_id, workdir, done)
+    if done and result.returncode == 0 and not result.stopped:
+        status = "cancelled" if done.get("cancelled") else "completed"
+        db.update_model(
+            model_id,
+            status=status,
+            metrics=done.get("metrics") or None,
+            best_fitness=done.get("best_fitness"),
+            best_epoch=done.get("best_epoch"),
+            class_names=done.get("class_names"),
+            task=done.get("task"),
+            completed_at=now(),
+            training_error=None,
+        )
+        queue.finish(job["id"], status, result={"weights": bool(weights)})
+        return
+    error = result.last("error")
+    if result.stopped == "cancelled":
+        db.update_model(model_id, status="cancelled", completed_at=now())
+        queue.finish(job["id"], "cancelled")
+        return
+    if result.stopped == "shutdown":
+        message, code, status = "the appliance stopped while this job was running", "interrupted", "interrupted"
+    else:
+        detail = error["message"] if error else f"trainer exited with code {result.returncode}"
+        message, code, status = f"{detail}\n{queue.log_tail(workdir / 'train.log')}".strip(), "training_failed", "failed"
+    db.update_model(
+        model_id,
+        status="failed",
+        training_error={"message": message, "code": code, "timestamp": now()},
+    )
+    queue.finish(job["id"], status, error={"message": message, "code": code})
+
+
+def _keep_weights(queue: JobQueue, model_id: str, workdir: Path, done: dict | None) -> Path | None:
+    """Store the run's best weights (else its last) on the model, even when the run
+    ended early, so they can still be downloaded, exported and deployed."""
+    candidates = []
+    if done and done.get("weights"):
+        candidates.append(Path(done["weights"]))
+    candidates += [workdir / "train" / "weights" / "best.pt", workdir / "train" / "weights" / "last.pt"]
+    source = next((p for p in candidates if p.is_file()), None)
+    if source is None:
+        return None
+    target = queue.blobs.path("models", model_id, "best.pt")
+    queue.blobs.put_file(target, source)
+    queue.db.update_model(model_id, weights_size=target.stat().st_size)
+    logger.info("model %s: kept %s (%d bytes)", model_id, source.name, target.stat().st_size)
+    return target
+
+
+def discard_run(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,206 @@
+"""Datasets: create, list, retrieve, ingest, images. Both route families: the
+contract's owner/slug paths and the seed's dataset-id paths."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ..errors import Conflict, Forbidden, Invalid, NotFound
+from ..ids import SLUG_RE, is_id, slugify
+from ..serialize import dataset_json, image_json
+from ..store._datasets import IMAGE_SORTS
+from ..vision import TASKS
+from ..web import (
+    can_edit,
+    can_see,
+    field,
+    json_body,
+    owner_for_write,
+    q_bool,
+    q_choice,
+    q_int,
+    reply,
+    require_user,
+    services,
+    visible_owner,
+)
+from .upload import finish_upload, upload_path
+
+VISIBILITIES = ("public", "private")
+SPLITS = ("train", "val", "test")
+CONFLICT_POLICIES = ("skip", "keep_both", "replace")
+
+
+def _dataset_out(request: Request, row: dict, *, detail: bool = False) -> dict:
+    stats = services(request).db.dataset_stats(row["id"])
+    return dataset_json(row, stats, detail=detail)
+
+
+def find_dataset(request: Request, owner: str, slug: str | None = None) -> dict:
+    """A dataset by id (seed routes) or by owner and slug (contract routes),
+    hidden with 404 from anyone who may not see it."""
+    db = services(request).db
+    if slug is None:
+        row = db.dataset(owner) if is_id(owner) else None
+    else:
+        row = db.dataset_by_slug(visible_owner(request, owner)["id"], slug)
+    if row is None or not can_see(request, row["owner_id"], row["visibility"]):
+        raise NotFound("Dataset not found")
+    return row
+
+
+def editable_dataset(request: Request, owner: str, slug: str | None = None) -> dict:
+    row = find_dataset(request, owner, slug)
+    if not can_edit(request, row["owner_id"]):
+        raise Forbidden("You cannot change this dataset")
+    return row
+
+
+async def create(request: Request):
+    body = await json_body(request)
+    owner = owner_for_write(request, field(body, "owner", str))
+    name = field(body, "name", str) or field(body, "dataset", str, required=True)
+    slug = field(body, "dataset", str) or slugify(name)
+    if not SLUG_RE.match(slug):
+        raise Invalid("dataset must be lower-case letters, digits and dashes (1-128)")
+    task = field(body, "task", str, default="detect")
+    if task not in TASKS:
+        raise Invalid(f"task must be one of: {', '.join(TASKS)}")
+    visibility = field(body, "visibility", str, default="private")
+    if visibility not in VISIBILITIES:
+        raise Invalid("visibility must be public or private")
+    class_names = field(body, "classNames", list, default=[])
+    if not all(isinstance(n, str) for n in class_names):
+        raise Invalid("classNames must be a list of strings")
+    try:
+        row = services(request).db.create_dataset(
+            owner_id=owner["id"],
+            slug=slug,
+            name=name.strip()[:100] or slug,
+            description=field(body, "description", str, default=""),
+            task=task,
+            visibility=visibility,
+            class_names=class_names,
+            metadata=field(body, "metadata", dict, default={}),
+        )
+    except sqlite3.IntegrityError:
+        raise Conflict(f"Dataset {owner['username']}/{slug} already exists") from None
+    return reply({"id": row["id"], "owner": row["owner"], "dataset": row["slug"], "region": "us"}, 201)
+
+
+async def list_or_retrieve(request: Request):
+    """GET /api/datasets/{x}: x is a dataset when it is an id, else an owner."""
+    key = request.path_params["owner"]
+    if is_id(key):
+        return reply({"dataset": _dataset_out(request, find_dataset(request, key), detail=True)})
+    owner = visible_owner(request, key)
+    limit = q_int(request, "limit", 20, 1, 100)
+    db = services(request).db
+    rows = [r for r in db.datasets_of(owner["id"], 1000) if can_see(request, r["owner_id"], r["visibility"])]
+    return reply(
+        {"datasets": [_dataset_out(request, r) for r in rows[:limit]], "total": len(rows), "region": "us"}
+    )
+
+
+async def retrieve(request: Request):
+    row = find_dataset(request, request.path_params["owner"], request.path_params["dataset"])
+    return reply({"dataset": _dataset_out(request, row, detail=True)})
+
+
+async def _start_ingest(request: Request, dataset: dict, body: dict):
+    user = require_user(request)
+    svc = services(request)
+    if "sourceUrl" in body or "reference" in body:
+        raise Invalid("this appliance is offline: ingest from an uploaded archive (sessionId)")
+    session_id = field(body, "sessionId", str, required=True)
+    session = finish_upload(request, session_id, user)
+    if session["asset_type"] != "datasets":
+        raise Invalid("this upload session is not a dataset upload")
+    policy = field(body, "conflictPolicy", str, default="skip")
+    if policy not in CONFLICT_POLICIES:
+        raise Invalid(f"conflictPolicy must be one of: {', '.join(CONFLICT_POLICIES)}")
+    split = field(body, "targetSplit", str)
+    if split is not None and split not in SPLITS:
+        raise Invalid("targetSplit must be train, val or test")
+    if dataset["status"] == "processing":
+        raise Conflict("an ingest is already running for this dataset")
+    if not upload_path(request, session_id).exists():
+        raise Invalid("nothing has been uploaded for this session")
+    svc.db.update_dataset(dataset["id"], status="processing", processing_error=None)
+    job = svc.queue.submit(
+        "ingest",
+        dataset["id"],
+        user["id"],
+        {"sessionId": session_id, "conflictPolicy": policy, "targetSplit": split},
+    )
+    svc.db.update_dataset(dataset["id"], ingest_job_id=job["id"])
+    return reply({"jobId": job["id"], "status": "queued"}, 201)
+
+
+async def ingest(request: Request):
+    dataset = editable_dataset(request, request.path_params["owner"], request.path_params["dataset"])
+    return await _start_ingest(request, dataset, await json_body(request))
+
+
+async def ingest_by_id(request: Request):
+    body = await json_body(request)
+    dataset_id = field(body, "datasetId", str, required=True)
+    return await _start_ingest(request, editable_dataset(request, dataset_id), body)
+
+
+async def images(request: Request):
+    """GET /api/datasets/{owner}/{dataset}/images, or /api/datasets/{id}/images."""
+    owner = request.path_params["owner"]
+    slug = request.path_params.get("dataset")
+    dataset = find_dataset(request, owner, slug)
+    limit = q_int(request, "limit", 50, 1, 5000)
+    offset = q_int(request, "offset", 0, 0, 10**9)
+    rows, total = services(request).db.list_images(
+        dataset["id"],
+        split=q_choice(request, "split", SPLITS, None),
+        has_label=q_bool(request, "hasLabel", None),
+        has_error=q_bool(request, "hasError", None),
+        search=request.query_params.get("search") or None,
+        sort=q_choice(request, "sort", IMAGE_SORTS, "newest"),
+        limit=limit,
+        offset=offset,
+    )
+    signer = services(request).signer
+    flags = {
+        "thumbnails": q_bool(request, "includeThumbnails", True),
+        "image_urls": q_bool(request, "includeImageUrls", False),
+        "labels": q_bool(request, "includeLabels", False),
+    }
+    stats = services(request).db.dataset_stats(dataset["id"])
+    out = {
+        "images": [image_json(r, signer, **flags) for r in rows],
+        "total": total,
+        "hasMore": offset + len(rows) < total,
+        "classes": dataset["class_names"] or [],
+        "errorCount": stats.get("errors", 0),
+    }
+    if rows and out["hasMore"]:
+        out["nextCursor"] = rows[-1]["id"]
+    return reply(out)
+
+
+async def owner_dataset_or_id_images(request: Request):
+    """GET /api/datasets/{a}/{b}: a dataset id with a sub-resource, or owner/slug."""
+    first, second = request.path_params["owner"], request.path_params["dataset"]
+    if is_id(first) and second == "images":
+        request.path_params.pop("dataset")
+        return await images(request)
+    return await retrieve(request)
+
+
+routes = [
+    Route("/api/datasets", create, methods=["POST"]),
+    Route("/api/datasets/ingest", ingest_by_id, methods=["POST"]),
+    Route("/api/datasets/{owner}", list_or_retrieve, methods=["GET"]),
+    Route("/api/datasets/{owner}/{dataset}", owner_dataset_or_id_images, methods=["GET"]),
+    Route("/api/datasets/{owner}/{dataset}/ingest", ingest, methods=["POST"]),
+    Route("/api/datasets/{owner}/{dataset}/images", images, methods=["GET"]),
+]

@@ -1,0 +1,96 @@
+"""Starting training on this workstation's GPU, or its CPU when it has none."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.routing import Route
+
+from .. import vision
+from ..errors import Conflict, Invalid
+from ..web import field, json_body, reply, require_user, services
+from .datasets import find_dataset
+from .models import editable_model
+
+_UL_DATASET = re.compile(r"^ul://([^/]+)/datasets/([^/]+)$")
+_ARG_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+#: Arguments the appliance sets itself; a caller's value would fight with ours.
+_RESERVED = frozenset({"project", "name", "exist_ok", "save_dir"})
+
+
+@functools.cache
+def local_compute() -> dict:
+    return vision.device_summary()
+
+
+def _check_args(train_args: dict) -> dict:
+    for key, value in train_args.items():
+        if not _ARG_NAME.match(key):
+            raise Invalid(f"trainArgs: {key!r} is not an argument name")
+        if not isinstance(value, str | int | float | bool | list | type(None)):
+            raise Invalid(f"trainArgs.{key} must be a number, string, boolean or list")
+    model = field(train_args, "model", str, required=True)
+    if not (model.endswith((".yaml", ".yml", ".pt"))):
+        raise Invalid("trainArgs.model must name a model YAML (yolo26n.yaml) or weights (.pt)")
+    if "/" in model or ".." in model:
+        raise Invalid("trainArgs.model must be a bare file name such as yolo26n.yaml")
+    epochs = field(train_args, "epochs", int, required=True)
+    if not 1 <= epochs <= 10000:
+        raise Invalid("trainArgs.epochs must be between 1 and 10000")
+    imgsz = field(train_args, "imgsz", int, default=640)
+    if not 32 <= imgsz <= 8192:
+        raise Invalid("trainArgs.imgsz must be between 32 and 8192")
+    return {k: v for k, v in train_args.items() if k not in _RESERVED}
+
+
+def _dataset_for(request: Request, data: str) -> dict:
+    match = _UL_DATASET.match(data)
+    if match:
+        return find_dataset(request, match.group(1), match.group(2))
+    if "/" not in data:
+        return find_dataset(request, data)
+    raise Invalid("trainArgs.data must be ul://owner/datasets/slug or a dataset id")
+
+
+async def start(request: Request):
+    user = require_user(request)
+    svc = services(request)
+    body = await json_body(request)
+    model = editable_model(request, field(body, "modelId", str, required=True))
+    train_args = _check_args(field(body, "trainArgs", dict, required=True))
+    dataset = _dataset_for(request, field(train_args, "data", str, required=True))
+    if dataset["status"] != "ready":
+        raise Invalid(f"dataset {dataset['slug']} is {dataset['status']}, not ready")
+    stats = svc.db.dataset_stats(dataset["id"])
+    if not stats.get("labeled"):
+        raise Invalid(f"dataset {dataset['slug']} has no labeled image")
+    active = svc.db.latest_job(model["id"], "train")
+    if active and active["status"] in ("queued", "starting", "running"):
+        raise Conflict("this model is already training")
+    compute = await run_in_threadpool(local_compute)
+    svc.db.update_model(
+        model["id"],
+        status="starting",
+        train_args=train_args,
+        dataset_id=dataset["id"],
+        training_error=None,
+        task=model["task"] or dataset["task"],
+    )
+    svc.queue.submit("train", model["id"], user["id"], {"trainArgs": train_args, "datasetId": dataset["id"]})
+    return reply(
+        {
+            "modelId": model["id"],
+            "status": "starting",
+            "gpuType": compute["name"],
+            "estimatedCost": {"pricePerHour": 0, "gpuMemoryGb": compute["memoryGb"]},
+            "billing": {"estimatedCostCents": 0, "estimatedCostDisplay": "$0.00", "balanceCents": 0},
+        }
+    )
+
+
+routes = [Route("/api/training/start", start, methods=["POST"])]
+
+

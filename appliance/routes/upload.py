@@ -1,0 +1,126 @@
+"""Signed-URL uploads: ask for a URL, PUT the bytes to it, confirm."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ..archive import is_archive_name
+from ..errors import Conflict, Invalid, NotFound, TooLarge, Unauthorized
+from ..ids import parse_time
+from ..web import field, json_body, reply, require_user, services
+
+ASSET_TYPES = frozenset({"datasets", "models", "images", "videos"})
+
+
+def upload_path(request: Request, session_id: str):
+    return services(request).blobs.path("uploads", session_id, "data")
+
+
+async def signed_url(request: Request):
+    user = require_user(request)
+    svc = services(request)
+    body = await json_body(request)
+    asset_type = field(body, "assetType", str, required=True)
+    if asset_type not in ASSET_TYPES:
+        raise Invalid(f"assetType must be one of: {', '.join(sorted(ASSET_TYPES))}")
+    filename = field(body, "filename", str, required=True).strip()
+    asset_id = field(body, "assetId", str, required=True)
+    content_type = field(body, "contentType", str, default="application/octet-stream")
+    total = field(body, "totalBytes", (int, float), required=True)
+    if total < 0:
+        raise Invalid("totalBytes must not be negative")
+    if total > svc.settings.max_upload_bytes:
+        raise TooLarge(f"totalBytes {int(total)} is over this appliance's limit of {svc.settings.max_upload_bytes}")
+    if not filename or "/" in filename or "\\" in filename:
+        raise Invalid("filename must be a plain file name")
+    if asset_type == "datasets" and not (is_archive_name(filename) or filename.lower().endswith(".ndjson")):
+        raise Invalid("dataset uploads must be .zip, .tar, .tar.gz, .tgz or .ndjson archives")
+    if asset_type == "models" and not filename.lower().endswith(".pt"):
+        raise Invalid("model uploads must be .pt files")
+    expires = svc.signer.expiry()
+    session = svc.db.create_upload(
+        user_id=user["id"],
+        asset_type=asset_type,
+        asset_id=asset_id,
+        filename=filename,
+        content_type=content_type,
+        total_bytes=int(total),
+        expires_at=datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    )
+    return reply(
+        {
+            "sessionId": session["id"],
+            "uploadUrl": svc.signer.url(f"/uploads/{session['id']}", method="PUT"),
+            "expiresAt": session["expires_at"],
+            "headers": {"Content-Type": "application/octet-stream"},
+        }
+    )
+
+
+async def put_upload(request: Request):
+    """The signed upload target: no Authorization header, the signature is the proof."""
+    svc = services(request)
+    session_id = request.path_params["session_id"]
+    if not svc.signer.verify(
+        "PUT", request.url.path, request.query_params.get("expires"), request.query_params.get("signature")
+    ):
+        raise Unauthorized("invalid or expired upload signature")
+    session = svc.db.upload(session_id)
+    if session is None:
+        raise NotFound("upload session not found")
+    if session["status"] not in ("pending", "uploaded"):
+        raise Conflict("this upload session is already complete")
+    limit = session["total_bytes"] or svc.settings.max_upload_bytes
+    target = upload_path(request, session_id)
+    size = 0
+    digest = hashlib.md5()
+    with svc.blobs.writer(target) as handle:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"upload is larger than the declared {limit} bytes")
+            digest.update(chunk)
+            handle.write(chunk)
+    svc.db.update_upload(session_id, status="uploaded", size=size)
+    return reply({"success": True, "size": size, "md5": digest.hexdigest()})
+
+
+def finish_upload(request: Request, session_id: str, user: dict) -> dict:
+    """Check an upload arrived whole; mark it completed. Shared with dataset ingest."""
+    svc = services(request)
+    session = svc.db.upload(session_id)
+    if session is None or session["user_id"] != user["id"]:
+        raise NotFound("upload session not found")
+    if parse_time(session["expires_at"]) < datetime.now(UTC) and session["status"] == "pending":
+        raise Invalid("upload session expired")
+    if session["status"] == "pending" or not upload_path(request, session_id).exists():
+        raise Invalid("nothing has been uploaded for this session yet")
+    if session["total_bytes"] and session["size"] != session["total_bytes"]:
+        raise Invalid(f"upload has {session['size']} bytes but {session['total_bytes']} were declared")
+    if session["status"] == "uploaded":
+        svc.db.update_upload(session_id, status="completed")
+        session["status"] = "completed"
+    return session
+
+
+async def complete(request: Request):
+    user = require_user(request)
+    body = await json_body(request)
+    session = finish_upload(request, field(body, "sessionId", str, required=True), user)
+    md5 = field(body, "md5", str)
+    if md5:
+        actual = hashlib.md5(upload_path(request, session["id"]).read_bytes()).hexdigest()
+        if actual != md5.lower():
+            raise Invalid("md5 does not match the uploaded bytes")
+    return reply({"success": True, "file": {"size": session["size"], "contentType": session["content_type"]}})
+
+
+routes = [
+    Route("/api/upload/signed-url", signed_url, methods=["POST"]),
+    Route("/api/upload/complete", complete, methods=["POST"]),
+    Route("/uploads/{session_id}", put_upload, methods=["PUT"]),
+]

@@ -1,0 +1,265 @@
+"""Database rows to the JSON shapes the contract documents."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from .ids import parse_time
+from .signing import Signer
+
+REGION = "us"
+
+
+def dataset_json(row: dict, stats: dict, *, is_starred: bool = False, detail: bool = False) -> dict[str, Any]:
+    names = row["class_names"] or []
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "owner": row["owner"],
+        "dataset": row["slug"],
+        "name": row["name"],
+        "description": row["description"],
+        "visibility": row["visibility"],
+        "task": row["task"],
+        "imageCount": stats.get("images", 0),
+        "classCount": len(names),
+        "classNames": names,
+        "splits": {
+            "train": stats.get("train", 0),
+            "val": stats.get("val", 0),
+            "test": stats.get("test", 0),
+            "labeled": stats.get("labeled", 0),
+        },
+        "annotationCount": stats.get("annotations", 0),
+        "totalBytes": stats.get("bytes", 0),
+        "errorCount": stats.get("errors", 0),
+        "starCount": 0,
+        "isStarred": is_starred,
+        "status": row["status"],
+        "region": REGION,
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+    }
+    if row.get("processing_error"):
+        out["processingError"] = row["processing_error"]
+    if row.get("ingest_job_id"):
+        out["lastIngestJobId"] = row["ingest_job_id"]
+    summary = row.get("ingest_summary")
+    if summary:
+        out["lastIngestSummary"] = {
+            "added": summary.get("added", 0),
+            "paired": summary.get("paired", 0),
+            "errors": summary.get("errors", 0),
+            "skippedCounts": summary.get("skippedCounts", {}),
+        }
+        if "processingTimeMs" in summary:
+            out["processingTimeMs"] = summary["processingTimeMs"]
+    if detail:
+        out["metadata"] = row.get("metadata") or {}
+    return out
+
+
+def image_json(row: dict, signer: Signer, *, thumbnails: bool, image_urls: bool, labels: bool) -> dict[str, Any]:
+    path = f"/files/images/{row['hash'][:2]}/{row['hash']}.{row['ext']}"
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "hash": row["hash"],
+        "ext": row["ext"],
+        "width": row["width"],
+        "height": row["height"],
+        "split": row["split"],
+        "labelCount": row["label_count"],
+        "name": row["name"],
+        "bytes": row["bytes"],
+        "error": row["error"],
+    }
+    if thumbnails:
+        out["thumbnailUrl"] = signer.url(path)
+    if image_urls:
+        out["imageUrl"] = signer.url(path)
+    if labels:
+        out["labels"] = row["labels"] or []
+    return out
+
+
+def project_json(row: dict, model_count: int, *, detail: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "owner": row["owner"],
+        "project": row["slug"],
+        "name": row["name"],
+        "description": row["description"],
+        "visibility": row["visibility"],
+        "modelCount": model_count,
+        "starCount": 0,
+        "isStarred": False,
+        "region": REGION,
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+    }
+    if detail:
+        out["metadata"] = row.get("metadata") or {}
+    return out
+
+
+def _metrics_summary(metrics: dict | None) -> dict[str, float]:
+    """The Platform's short metric names from ultralytics' keys."""
+    if not metrics:
+        return {}
+    keys = {
+        "metrics/mAP50(B)": "mAP50",
+        "metrics/mAP50-95(B)": "mAP50-95",
+        "metrics/precision(B)": "precision",
+        "metrics/recall(B)": "recall",
+        "metrics/accuracy_top1": "accuracy_top1",
+        "metrics/accuracy_top5": "accuracy_top5",
+    }
+    out = {short: float(metrics[long]) for long, short in keys.items() if long in metrics}
+    for key, value in metrics.items():
+        if "/" not in key and isinstance(value, int | float):
+            out.setdefault(key, float(value))
+    return out
+
+
+def model_summary_json(row: dict, epoch_count: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "model": row["slug"],
+        "name": row["name"],
+        "status": row["status"],
+        "epochCount": epoch_count,
+        "hasWeights": bool(row["weights_size"]),
+        "bestEpoch": row["best_epoch"],
+        "bestFitness": row["best_fitness"],
+        "metrics": _metrics_summary(row["metrics"]),
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+    }
+    if row["task"]:
+        out["task"] = row["task"]
+    if row["train_args"]:
+        out["trainArgs"] = row["train_args"]
+        if "epochs" in row["train_args"]:
+            out["epochs"] = int(row["train_args"]["epochs"])
+    if row["weights_size"]:
+        out["file"] = {"size": row["weights_size"]}
+    if row["started_at"]:
+        out["startedAt"] = row["started_at"]
+    return out
+
+
+def model_json(row: dict, epochs: list[dict]) -> dict[str, Any]:
+    out = model_summary_json(row, len(epochs))
+    out.pop("epochCount")
+    out.update(
+        {
+            "owner": row["owner"],
+            "project": row["project"],
+            "projectName": row["project_name"],
+            "visibility": row["visibility"],
+            "description": row["description"],
+            "starCount": 0,
+            "isStarred": False,
+            "metadata": row.get("metadata") or {},
+            "trainResults": [
+                {"epoch": e["epoch"], "metrics": e["metrics"], "fitness": e["fitness"], "timestamp": e["created_at"]}
+                for e in epochs
+            ],
+        }
+    )
+    for epoch in out["trainResults"]:
+        if epoch["fitness"] is None:
+            del epoch["fitness"]
+    if row["class_names"]:
+        out["classNames"] = row["class_names"]
+    if row["dataset_id"]:
+        out["datasetId"] = row["dataset_id"]
+    if row["completed_at"]:
+        out["completedAt"] = row["completed_at"]
+    if row["training_error"]:
+        out["trainingError"] = row["training_error"]
+    if row["environment"]:
+        out["environment"] = row["environment"]
+    return out
+
+
+def training_json(job: dict, model: dict, epochs: list[dict]) -> dict[str, Any]:
+    train_args = job["args"].get("trainArgs", {})
+    total = int(train_args.get("epochs") or 0)
+    current = len(epochs)
+    elapsed_ms = 0
+    per_epoch = 0
+    if job["started_at"]:
+        end = parse_time(job["finished_at"]) if job["finished_at"] else datetime.now(UTC)
+        elapsed_ms = max(int((end - parse_time(job["started_at"])).total_seconds() * 1000), 0)
+        per_epoch = elapsed_ms // current if current else 0
+    status = _public_training_status(job, model)
+    progress: dict[str, Any] = {
+        "currentEpoch": current,
+        "totalEpochs": total,
+        "percentage": 100.0 if status == "completed" else float(job["progress"]),
+    }
+    if job["started_at"]:
+        progress["startedAt"] = job["started_at"]
+    if job["finished_at"]:
+        progress["completedAt"] = job["finished_at"]
+    error = None
+    if job["error"]:
+        error = {
+            "message": job["error"].get("message", ""),
+            "code": job["error"].get("code", job["status"]),
+            "timestamp": job["finished_at"] or job["updated_at"],
+        }
+    return {
+        "id": job["id"],
+        "status": status,
+        "progress": progress,
+        "timing": {
+            "elapsedMs": elapsed_ms,
+            "timePerEpochMs": per_epoch,
+            "etaMs": per_epoch * max(total - current, 0) if status == "running" else 0,
+        },
+        "compute": None,
+        "trainArgs": {k: train_args[k] for k in ("model", "epochs", "batch", "imgsz") if k in train_args},
+        "epochMetrics": epochs[-1]["metrics"] if epochs else None,
+        "error": error,
+        "createdAt": job["created_at"],
+        "updatedAt": job["updated_at"],
+    }
+
+
+def _public_training_status(job: dict, model: dict) -> str:
+    """Our job states on the contract's enum: queued waits as 'starting';
+    'interrupted' is a failure whose error code says so."""
+    status = job["status"]
+    if status == "queued":
+        return "starting"
+    if status == "interrupted":
+        return "failed"
+    if status == "running" and model["status"] != "running":
+        return "starting"
+    return status
+
+
+def export_json(row: dict, signer: Signer) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "status": row["status"],
+        "format": row["format"],
+        "args": row["args"] or {},
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+    }
+    if row["filename"]:
+        out["file"] = {
+            "size": row["file_size"],
+            "downloadUrl": signer.url(f"/files/exports/{row['id']}/{row['filename']}"),
+            "downloadFilename": row["filename"],
+        }
+    if row["error"]:
+        out["error"] = {"message": row["error"].get("message", ""), "timestamp": row["error"].get("timestamp", row["updated_at"])}
+    if row["started_at"]:
+        out["startedAt"] = row["started_at"]
+    if row["completed_at"]:
+        out["completedAt"] = row["completed_at"]
+    return out

@@ -1,0 +1,84 @@
+"""Settings for one appliance, built once from the environment and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_HOME = "~/.local/share/appliance"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a running appliance needs to know about its surroundings.
+
+    Built by :func:`load_settings`; pass it explicitly, never read the environment
+    elsewhere.
+    """
+
+    #: Data home: the metadata database, the queue, the blob store and the runs.
+    home: Path
+    #: Address the API listens on; loopback by default, since keys travel in clear.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: URL clients should use to reach this appliance (signed URLs are built on it).
+    #: Defaults to http://host:port.
+    public_url: str | None = None
+    #: Huey worker threads. Each job that needs ultralytics runs in its own child
+    #: process, so threads here only wait on children or run light ingest work.
+    workers: int = 2
+    #: "auto" picks the first CUDA GPU when there is one, else the CPU.
+    device: str = "auto"
+    #: Largest accepted upload, in bytes.
+    max_upload_bytes: int = 20 * 1024**3
+    #: Lifetime of signed blob URLs, in seconds.
+    signed_url_ttl: int = 12 * 3600
+    #: Extra environment handed to the job processes (tests use it for a net guard).
+    job_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "appliance.db"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.home / "queue.db"
+
+    @property
+    def blobs(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def yolo_dir(self) -> Path:
+        """YOLO_CONFIG_DIR: ultralytics' settings and fonts live here, not in ~."""
+        return self.home / "ultralytics"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        clean = {k: v for k, v in changes.items() if v is not None}
+        if "home" in clean:
+            clean["home"] = Path(str(clean["home"])).expanduser().resolve()
+        return replace(self, **clean)
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Read APPLIANCE_* variables, then apply CLI overrides (None means unset)."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("APPLIANCE_HOME", DEFAULT_HOME)).expanduser().resolve()
+    settings = Settings(
+        home=home,
+        host=env.get("APPLIANCE_HOST", "127.0.0.1"),
+        port=int(env.get("APPLIANCE_PORT", "8000")),
+        public_url=env.get("APPLIANCE_PUBLIC_URL") or None,
+        workers=int(env.get("APPLIANCE_WORKERS", "2")),
+        device=env.get("APPLIANCE_DEVICE", "auto"),
+    )
+    return settings.with_overrides(**overrides)

@@ -1,0 +1,156 @@
+"""Datasets, their images and the per-file ingest report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..ids import new_id, now
+
+_IMAGE_SORTS = {
+    "newest": "created_at DESC, id DESC",
+    "oldest": "created_at ASC, id ASC",
+    "name-asc": "name ASC, id ASC",
+    "name-desc": "name DESC, id DESC",
+    "size-asc": "bytes ASC, id ASC",
+    "size-desc": "bytes DESC, id DESC",
+    "width-asc": "width ASC, id ASC",
+    "width-desc": "width DESC, id DESC",
+    "height-asc": "height ASC, id ASC",
+    "height-desc": "height DESC, id DESC",
+    "labels-asc": "label_count ASC, id ASC",
+    "labels-desc": "label_count DESC, id DESC",
+}
+IMAGE_SORTS = frozenset(_IMAGE_SORTS)
+
+
+class DatasetsMixin:
+    def create_dataset(self, **fields: Any) -> dict[str, Any]:
+        stamp = now()
+        row = {
+            "id": new_id(),
+            "status": "ready",
+            "created_at": stamp,
+            "updated_at": stamp,
+            **fields,
+        }
+        with self.atomic() as db:
+            db["datasets"].insert(row)
+        return self.dataset(row["id"])
+
+    def dataset(self, dataset_id: str) -> dict[str, Any] | None:
+        return self.query_one(
+            "SELECT d.*, u.username AS owner FROM datasets d JOIN users u ON u.id = d.owner_id"
+            " WHERE d.id = ?",
+            [dataset_id],
+        )
+
+    def dataset_by_slug(self, owner_id: str, slug: str) -> dict[str, Any] | None:
+        row = self.query_one(
+            "SELECT id FROM datasets WHERE owner_id = ? AND slug = ?", [owner_id, slug]
+        )
+        return self.dataset(row["id"]) if row else None
+
+    def datasets_of(self, owner_id: str, limit: int) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT d.*, u.username AS owner FROM datasets d JOIN users u ON u.id = d.owner_id"
+            " WHERE d.owner_id = ? ORDER BY d.created_at DESC LIMIT ?",
+            [owner_id, limit],
+        )
+
+    def count_datasets_of(self, owner_id: str) -> int:
+        return self.scalar("SELECT count(*) FROM datasets WHERE owner_id = ?", [owner_id])
+
+    def update_dataset(self, dataset_id: str, **fields: Any) -> None:
+        fields["updated_at"] = now()
+        with self.atomic() as db:
+            db["datasets"].update(dataset_id, fields)
+
+    def dataset_stats(self, dataset_id: str) -> dict[str, Any]:
+        row = self.query_one(
+            """SELECT count(*) AS images,
+                 coalesce(sum(split = 'train'), 0) AS train,
+                 coalesce(sum(split = 'val'), 0) AS val,
+                 coalesce(sum(split = 'test'), 0) AS test,
+                 coalesce(sum(labels IS NOT NULL), 0) AS labeled,
+                 coalesce(sum(label_count), 0) AS annotations,
+                 coalesce(sum(bytes), 0) AS bytes,
+                 coalesce(sum(error IS NOT NULL), 0) AS errors
+               FROM images WHERE dataset_id = ?""",
+            [dataset_id],
+        )
+        return row or {}
+
+    # -- images ------------------------------------------------------------
+
+    def replace_images(
+        self,
+        dataset_id: str,
+        images: Iterable[dict[str, Any]],
+        report: Iterable[dict[str, Any]],
+        job_id: str,
+        **dataset_fields: Any,
+    ) -> None:
+        """Add a finished ingest's images and report in one transaction, so that a
+        crash leaves the dataset exactly as it was before."""
+        stamp = now()
+        with self.atomic() as db:
+            db["images"].insert_all(
+                ({"id": new_id(), "dataset_id": dataset_id, "created_at": stamp, **image} for image in images),
+                batch_size=500,
+            )
+            db["ingest_files"].insert_all(
+                ({"dataset_id": dataset_id, "job_id": job_id, "created_at": stamp, **r} for r in report),
+                batch_size=500,
+            )
+            dataset_fields["updated_at"] = stamp
+            db["datasets"].update(dataset_id, dataset_fields)
+
+    def image_hashes(self, dataset_id: str) -> set[str]:
+        return {
+            row[0]
+            for row in self.db.execute("SELECT hash FROM images WHERE dataset_id = ?", [dataset_id])
+        }
+
+    def list_images(
+        self,
+        dataset_id: str,
+        *,
+        split: str | None = None,
+        has_label: bool | None = None,
+        has_error: bool | None = None,
+        search: str | None = None,
+        sort: str = "newest",
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        where, params = ["dataset_id = ?"], [dataset_id]
+        if split:
+            where.append("split = ?")
+            params.append(split)
+        if has_label is not None:
+            where.append("labels IS NOT NULL" if has_label else "labels IS NULL")
+        if has_error is not None:
+            where.append("error IS NOT NULL" if has_error else "error IS NULL")
+        if search:
+            where.append("(name LIKE ? OR hash LIKE ?)")
+            params += [f"%{search}%", f"{search}%"]
+        clause = " AND ".join(where)
+        total = self.scalar(f"SELECT count(*) FROM images WHERE {clause}", params)
+        rows = self.query(
+            f"SELECT * FROM images WHERE {clause} ORDER BY {_IMAGE_SORTS[sort]} LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return rows, total
+
+    def all_images(self, dataset_id: str) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT * FROM images WHERE dataset_id = ? ORDER BY name, id", [dataset_id]
+        )
+
+    def ingest_report(self, dataset_id: str, job_id: str) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT path, verdict, reason, detail FROM ingest_files"
+            " WHERE dataset_id = ? AND job_id = ? ORDER BY id",
+            [dataset_id, job_id],
+        )

@@ -1,0 +1,58 @@
+"""Jobs: the durable record of queued work (ingest, training, export)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..ids import new_id, now
+
+ACTIVE = ("queued", "starting", "running")
+FINISHED = ("completed", "failed", "cancelled", "interrupted")
+
+
+class JobsMixin:
+    def create_job(self, kind: str, subject_id: str, user_id: str | None, args: dict | None = None) -> dict[str, Any]:
+        stamp = now()
+        row = {
+            "id": new_id(),
+            "kind": kind,
+            "subject_id": subject_id,
+            "user_id": user_id,
+            "status": "queued",
+            "args": args or {},
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        with self.atomic() as db:
+            db["jobs"].insert(row)
+        return self.job(row["id"])
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        return self.query_one("SELECT * FROM jobs WHERE id = ?", [job_id])
+
+    def latest_job(self, subject_id: str, kind: str) -> dict[str, Any] | None:
+        return self.query_one(
+            "SELECT * FROM jobs WHERE subject_id = ? AND kind = ? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            [subject_id, kind],
+        )
+
+    def jobs(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if status:
+            return self.query(
+                "SELECT * FROM jobs WHERE status = ? ORDER BY created_at DESC LIMIT ?", [status, limit]
+            )
+        return self.query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", [limit])
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        stamp = now()
+        fields["updated_at"] = stamp
+        if fields.get("status") == "running":
+            fields.setdefault("started_at", stamp)
+        if fields.get("status") in FINISHED:
+            fields.setdefault("finished_at", stamp)
+        with self.atomic() as db:
+            db["jobs"].update(job_id, fields)
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        marks = ",".join("?" for _ in ACTIVE)
+        return self.query(f"SELECT * FROM jobs WHERE status IN ({marks})", list(ACTIVE))
