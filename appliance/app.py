@@ -18,7 +18,17 @@ from .jobs import JobQueue
 from .jobs.exporting import run_export
 from .jobs.ingesting import run_ingest_job
 from .jobs.training import run_training
-from .routes import account, datasets, exports, files, models, projects, training, upload
+from .routes import (
+    account,
+    datasets,
+    exports,
+    files,
+    jobs,
+    models,
+    projects,
+    training,
+    upload,
+)
 from .settings import Settings
 from .signing import Signer, load_secret
 from .store import Database
@@ -90,6 +100,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             *models.routes,
             *exports.routes,
             *training.routes,
+            *jobs.routes,
         ],
         exception_handlers={
             ApplianceError: _appliance_error,

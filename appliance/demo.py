@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-
 import socket
 import subprocess
 import sys
@@ -189,7 +188,10 @@ def _demo(console: Console, url: str, key: str, home: Path, args: argparse.Names
         client.training.start(
             model_id=created["id"],
             train_args={"model": "yolo26n.yaml", "data": f"ul://{owner}/datasets/{slug}",
-                        "epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "seed": 0},
+                        "epochs": args.epochs, "imgsz": args.imgsz, "seed": 0,
+                        # 12 images: small batches and no gradient accumulation give
+                        # enough optimizer steps to learn them from scratch.
+                        "batch": 4, "nbs": 4},
         )
 
         def training_state():

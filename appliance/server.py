@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -73,4 +74,12 @@ def serve(settings: Settings, owner: str | None = None) -> None:
         access_log=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn owns SIGINT and SIGTERM while it runs, shuts down gracefully (the
+    # lifespan stops the jobs), then re-raises the signal into the handlers that
+    # were there before. These make that last step a clean exit with status 0.
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: received.append(signum))
     server.run()
+    if received:
+        logger.info("stopped by %s", signal.Signals(received[0]).name)

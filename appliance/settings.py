@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_HOME = "~/.local/share/appliance"
@@ -34,8 +34,6 @@ class Settings:
     max_upload_bytes: int = 20 * 1024**3
     #: Lifetime of signed blob URLs, in seconds.
     signed_url_ttl: int = 12 * 3600
-    #: Extra environment handed to the job processes (tests use it for a net guard).
-    job_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:

@@ -119,6 +119,8 @@ class Children:
                     result.stopped = "cancelled"
                     self.terminate(proc)
         result.returncode = proc.wait()
+        if result.stopped is None and self.stopping.is_set():
+            result.stopped = "shutdown"  # it died before this loop saw the flag
         if result.stopped is None and should_cancel():
             result.stopped = "cancelled"
         logger.info("job %s: child exited with %d", job_id, result.returncode)
@@ -157,6 +159,18 @@ class Children:
                 proc.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 logger.warning("child %d did not stop in time", proc.pid)
+
+
+def describe_exit(code: int) -> str:
+    """A child's exit status in words; a negative code is the signal that ended it."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    hint = " (out of memory?)" if name == "SIGKILL" else ""
+    return f"was killed by {name}{hint}"
 
 
 def _decode(line: bytes) -> dict | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..ids import now
+from .children import describe_exit
 
 if TYPE_CHECKING:
     from .queue import JobQueue
@@ -58,7 +59,7 @@ def run_export(queue: JobQueue, job: dict) -> None:
     if result.stopped == "shutdown":
         message, status = "the appliance stopped while this export was running", "interrupted"
     else:
-        detail = error["message"] if error else f"exporter exited with code {result.returncode}"
+        detail = error["message"] if error else f"the exporter {describe_exit(result.returncode)}"
         message, status = f"{detail}\n{queue.log_tail(workdir / 'export.log')}".strip(), "failed"
     db.update_export(export["id"], status="failed", error={"message": message, "timestamp": now()})
     queue.finish(job["id"], status, error={"message": message})

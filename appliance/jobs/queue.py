@@ -4,22 +4,23 @@ appliance process. Our jobs table is the durable truth; Huey only carries ids.""
 from __future__ import annotations
 
 import logging
-import threading
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from huey import SqliteHuey
 from huey.consumer import Consumer
 
+from .. import vision
 from ..blobs import BlobStore
 from ..errors import ApplianceError
 from ..ids import now
 from ..settings import Settings
 from ..store import Database
-from .. import vision
 from .children import Children
 
 logger = logging.getLogger(__name__)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class _QuietConsumer(Consumer):
@@ -39,8 +40,6 @@ class JobQueue:
         self._handlers: dict[str, Callable[[dict], None]] = {}
         self._task = self.huey.task(name="appliance.run_job")(self._run_job)
         self._consumer: Consumer | None = None
-        self._last_progress: dict[str, float] = {}
-        self._lock = threading.Lock()
 
     def register(self, kind: str, handler: Callable[[dict], None]) -> None:
         self._handlers[kind] = handler
@@ -169,11 +168,12 @@ class JobQueue:
         return bool(self.db.scalar("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]))
 
     def child_env(self) -> dict[str, str]:
-        return {**vision.offline_environment(self.settings.home), **self.settings.job_env}
+        return vision.offline_environment(self.settings.home)
 
     @staticmethod
     def log_tail(path: Path, lines: int = 15) -> str:
         if not path.exists():
             return ""
-        text = path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+        text = _ANSI.sub("", path.read_text(errors="replace"))
+        kept = [line.rstrip() for line in text.splitlines() if line.strip()]
+        return "\n".join(kept[-lines:])

@@ -4,11 +4,11 @@ metrics and the weights."""
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..ids import now
+from .children import describe_exit
 from .materialise import materialise
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def run_training(queue: JobQueue, job: dict) -> None:
     if result.stopped == "shutdown":
         message, code, status = "the appliance stopped while this job was running", "interrupted", "interrupted"
     else:
-        detail = error["message"] if error else f"trainer exited with code {result.returncode}"
+        detail = error["message"] if error else f"the trainer {describe_exit(result.returncode)}"
         message, code, status = f"{detail}\n{queue.log_tail(workdir / 'train.log')}".strip(), "training_failed", "failed"
     db.update_model(
         model_id,
@@ -112,7 +112,3 @@ def _keep_weights(queue: JobQueue, model_id: str, workdir: Path, done: dict | No
     queue.db.update_model(model_id, weights_size=target.stat().st_size)
     logger.info("model %s: kept %s (%d bytes)", model_id, source.name, target.stat().st_size)
     return target
-
-
-def discard_run(workdir: Path) -> None:
-    shutil.rmtree(workdir, ignore_errors=True)

@@ -14,7 +14,17 @@ from ..errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from ..ids import SLUG_RE, is_id, new_id, slugify
 from ..serialize import model_json, training_json
 from ..vision import TASKS
-from ..web import can_edit, can_see, field, json_body, owner_for_write, q_int, reply, services, visible_owner
+from ..web import (
+    can_edit,
+    can_see,
+    field,
+    json_body,
+    owner_for_write,
+    q_int,
+    reply,
+    services,
+    visible_owner,
+)
 from .projects import find_project
 
 MAX_PREDICT_BYTES = 50 * 1024**2

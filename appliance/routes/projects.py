@@ -10,7 +10,16 @@ from starlette.routing import Route
 from ..errors import Conflict, Invalid, NotFound
 from ..ids import SLUG_RE, is_id, slugify
 from ..serialize import model_summary_json, project_json
-from ..web import can_see, field, json_body, owner_for_write, q_int, reply, services, visible_owner
+from ..web import (
+    can_see,
+    field,
+    json_body,
+    owner_for_write,
+    q_int,
+    reply,
+    services,
+    visible_owner,
+)
 
 
 def find_project(request: Request, owner: str, slug: str | None = None) -> dict:

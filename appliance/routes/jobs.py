@@ -1,0 +1,57 @@
+"""Jobs: the appliance's own view of queued work (not in the Platform contract).
+
+The terminal UI and scripts use it to follow any job, and an ingest job lists
+the verdict on every file it read."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.routing import Route
+
+from ..errors import NotFound
+from ..web import q_choice, q_int, reply, require_user, services
+
+STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+
+
+def job_json(job: dict) -> dict:
+    return {
+        "id": job["id"],
+        "kind": job["kind"],
+        "subjectId": job["subject_id"],
+        "status": job["status"],
+        "progress": job["progress"],
+        "message": job["message"],
+        "result": job["result"],
+        "error": job["error"],
+        "createdAt": job["created_at"],
+        "updatedAt": job["updated_at"],
+        "startedAt": job["started_at"],
+        "finishedAt": job["finished_at"],
+    }
+
+
+async def list_jobs(request: Request):
+    user = require_user(request)
+    status = q_choice(request, "status", STATUSES, None)
+    limit = q_int(request, "limit", 50, 1, 500)
+    rows = [j for j in services(request).db.jobs(status, limit) if j["user_id"] == user["id"]]
+    return reply({"jobs": [job_json(j) for j in rows]})
+
+
+async def retrieve(request: Request):
+    user = require_user(request)
+    db = services(request).db
+    job = db.job(request.path_params["job_id"])
+    if job is None or job["user_id"] != user["id"]:
+        raise NotFound("Job not found")
+    out = job_json(job)
+    if job["kind"] == "ingest":
+        out["files"] = db.ingest_report(job["subject_id"], job["id"])
+    return reply({"job": out})
+
+
+routes = [
+    Route("/api/jobs", list_jobs, methods=["GET"]),
+    Route("/api/jobs/{job_id}", retrieve, methods=["GET"]),
+]

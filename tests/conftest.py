@@ -1,0 +1,70 @@
+"""Shared fixtures. ultralytics is kept offline for the whole test session: the
+variables below are set before anything can import it."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="appliance-tests-"))
+os.environ.update(
+    {
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "0",
+        "YOLO_CONFIG_DIR": str(_SESSION_HOME / "ultralytics"),
+        "MPLCONFIGDIR": str(_SESSION_HOME / "mpl"),
+        "PIP_NO_INDEX": "1",
+    }
+)
+os.environ.pop("ULTRALYTICS_API_KEY", None)
+os.environ.pop("APPLIANCE_HOME", None)
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "data"))
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+def jpeg_bytes(size=(64, 64), color=(200, 30, 30), mode="RGB", fmt="JPEG", **save) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new(mode, size, color if mode == "RGB" else None).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+def base_files(prefix: str = "ds/") -> dict[str, bytes]:
+    """The cases file's BASE: four 64x64 JPEGs, a and b in train, c and d in val,
+    one box each, and a data.yaml with two classes."""
+    files = {
+        f"{prefix}data.yaml": b"path: .\ntrain: images/train\nval: images/val\nnames: {0: a, 1: b}\n",
+    }
+    colors = {"a": (200, 30, 30), "b": (30, 200, 30), "c": (30, 30, 200), "d": (200, 200, 30)}
+    for split, stems in {"train": "ab", "val": "cd"}.items():
+        for stem in stems:
+            files[f"{prefix}images/{split}/{stem}.jpg"] = jpeg_bytes(color=colors[stem])
+            files[f"{prefix}labels/{split}/{stem}.txt"] = b"0 0.5 0.5 0.25 0.25\n"
+    return files
+
+
+def write_zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def base_zip(tmp_path: Path) -> Path:
+    return write_zip(tmp_path / "base.zip", base_files())
