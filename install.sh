@@ -34,10 +34,13 @@ fi
 extras=""
 [ "$dev" = 1 ] && extras="[dev]"
 stamp="$venv/.appliance-install"
-want="$(cat "$here/pyproject.toml" | sha256sum | cut -c1-16) extras=$extras"
-if [ -f "$stamp" ] && grep -qxF "$want" "$stamp" 2>/dev/null \
+digest="$(sha256sum < "$here/pyproject.toml" | cut -c1-16)"
+want="$digest extras=$extras"
+have="$(cat "$stamp" 2>/dev/null || true)"
+# A dev install also satisfies a plain one.
+if { [ "$have" = "$want" ] || [ "$have" = "$digest extras=[dev]" ]; } \
     && "$venv/bin/python" -c "import appliance" 2>/dev/null; then
-    echo "==> .venv is up to date ($want)"
+    echo "==> .venv is up to date ($have)"
     exit 0
 fi
 
