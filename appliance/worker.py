@@ -60,6 +60,7 @@ def _resolve_model(spec: dict, events: Events) -> str:
             if path.is_file():
                 return str(path)
         fallback = Path(model).stem + ".yaml"
+        logger.warning("%s is not on this appliance; training %s from scratch", model, fallback)
         events.send("warning", message=f"{model} is not on this appliance; training {fallback} from scratch")
         return fallback
     return model
@@ -73,7 +74,9 @@ def train(spec: dict, events: Events) -> None:
     vision.use_all_cores()
     device = vision.pick_device(spec.get("device", "auto"))
     cancel_file = Path(spec["cancel_file"])
-    model = YOLO(_resolve_model(spec, events))
+    source = _resolve_model(spec, events)
+    logger.info("training from %s on device %s", source, device)
+    model = YOLO(source)
     epochs = int(spec["args"].get("epochs", 100))
 
     def on_batch_end(trainer: Any) -> None:

@@ -174,6 +174,8 @@ def test_ingest_train_predict_export(server):
     weights = httpx.get(files[0]["downloadUrl"])  # signed: no Authorization header
     assert weights.status_code == 200 and len(weights.content) == files[0]["size"] > 1_000_000
     assert httpx.get(files[0]["downloadUrl"].replace("signature=", "signature=0")).status_code == 401
+    (server.home / "weights").mkdir(exist_ok=True)
+    (server.home / "weights" / "prior.pt").write_bytes(weights.content)  # as if off a USB stick
 
     from ultralytics import ASSETS
 
@@ -207,6 +209,20 @@ def test_ingest_train_predict_export(server):
     onnx_results = YOLO(str(onnx_path), task="detect").predict(str(ASSETS / "bus.jpg"), imgsz=IMGSZ,
                                                                conf=0.001, verbose=False)
     assert onnx_results[0].orig_shape == (1080, 810)
+
+
+def test_training_from_a_local_pt(server):
+    sdk = server.client()
+    owner = server.owner
+    model = sdk.models.create(body={"owner": owner, "project": "e2e", "model": "from-pt"})
+    sdk.training.start(model_id=model["id"], train_args={
+        "model": "prior.pt", "data": f"ul://{owner}/datasets/sample", "epochs": 1, "imgsz": IMGSZ})
+    job = _poll(lambda: _training(sdk, owner, "from-pt"),
+                lambda j: j and j["status"] in ("completed", "failed"), 300, "training")
+    assert job["status"] == "completed", job["error"]
+    log = (server.home / "runs" / job["id"] / "train.log").read_text()
+    assert f"training from {server.home / 'weights' / 'prior.pt'}" in log
+    assert "from scratch" not in log
 
 
 def test_a_killed_trainer_fails_the_job_not_the_api(server):
