@@ -201,3 +201,13 @@ def test_images_rejected(data, reason):
 def test_png_renamed_jpg_is_read_as_png():
     out = normalise(jpeg_bytes(fmt="PNG"))
     assert out.ext == "png"
+
+
+def test_unknown_files_stay_rejected_after_ultralytics_patches_pillow():
+    """Importing ultralytics swaps Image.open for one that tries to install a HEIF
+    plugin on the first unidentified file; ingest must still say not_an_image."""
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch)
+
+    with pytest.raises(ImageRejected) as err:
+        normalise(b"definitely not an image")
+    assert err.value.reason == "not_an_image"

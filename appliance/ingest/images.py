@@ -9,11 +9,16 @@ import warnings
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pi_heif import register_heif_opener
+
+# Phones save HEIC; decode it here rather than rely on ultralytics, whose patched
+# Image.open would otherwise try to install this plugin on the first unknown file.
+register_heif_opener()
 
 MIN_SIDE = 8
 MAX_SIDE = 8192
 MAX_PIXELS = 100_000_000
-_KEEP_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+_KEEP_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}  # HEIF etc. become JPEG
 
 
 class ImageRejected(ValueError):
@@ -44,7 +49,7 @@ def _open(data: bytes) -> Image.Image:
             image.load()
     except ImageRejected:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (UnidentifiedImageError, ImportError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected("not_an_image", f"not a readable image ({exc.__class__.__name__})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected("corrupt_image", f"cannot decode: {exc}") from None
