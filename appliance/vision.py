@@ -8,6 +8,7 @@ after `offline_environment` is in force.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -119,6 +120,27 @@ def use_all_cores() -> None:
     torch_utils.NUM_THREADS = max(os.cpu_count() or 1, 1)
 
 
+def avoid_amp_download(home: Path) -> None:
+    """On a GPU, ultralytics checks AMP by loading yolo26n.pt, downloading it when it
+    is missing: a stall of up to 30 s behind a firewall, then a warning. Unless the
+    operator imported that weight, trust AMP on the local GPU without the check."""
+    if (home / "weights" / "yolo26n.pt").exists():
+        return
+    from ultralytics.engine import trainer
+
+    def _trust_amp(model: Any) -> bool:
+        logger.info("AMP self-check skipped: yolo26n.pt is not on this appliance")
+        return True
+
+    trainer.check_amp = _trust_amp
+
+
+@functools.cache
+def default_device() -> str:
+    """The device prediction uses when the operator chose 'auto'."""
+    return pick_device("auto")
+
+
 def pick_device(requested: str = "auto") -> str:
     import torch
 
@@ -185,6 +207,7 @@ class Predictor:
     def predict(self, weights: Path, image: Any, *, conf: float, iou: float, imgsz: int,
                 normalize: bool, decimals: int, device: str) -> dict[str, Any]:
         called = time.monotonic()
+        device = default_device() if device in ("", "auto") else device
         model, lock = self._get(weights)
         with lock:
             results = model.predict(image, conf=conf, iou=iou, imgsz=imgsz, device=device, verbose=False)

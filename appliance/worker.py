@@ -73,6 +73,8 @@ def train(spec: dict, events: Events) -> None:
 
     vision.use_all_cores()
     device = vision.pick_device(spec.get("device", "auto"))
+    if device != "cpu":
+        vision.avoid_amp_download(home)
     cancel_file = Path(spec["cancel_file"])
     source = _resolve_model(spec, events)
     logger.info("training from %s on device %s", source, device)

@@ -8,8 +8,8 @@ import io
 import warnings
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageOps, UnidentifiedImageError
 from pi_heif import register_heif_opener
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Phones save HEIC; decode it here rather than rely on ultralytics, whose patched
 # Image.open would otherwise try to install this plugin on the first unknown file.

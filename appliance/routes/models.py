@@ -192,7 +192,7 @@ async def predict(request: Request):
         imgsz=imgsz,
         normalize=normalize,
         decimals=decimals,
-        device="cpu" if svc.settings.device in ("auto", "cpu") else svc.settings.device,
+        device=svc.settings.device,
     )
     return reply(result)
 
