@@ -1,2 +1,3 @@
 """The appliance: a local Ultralytics Platform."""
+
 __version__ = "0.1.0"

@@ -42,35 +42,66 @@ def build_services(settings: Settings) -> Services:
     settings.home.mkdir(parents=True, exist_ok=True)
     db = Database(settings.db_path)
     blobs = BlobStore(settings.blobs)
-    signer = Signer(load_secret(settings.home / "secret.key"), settings.base_url, settings.signed_url_ttl)
+    signer = Signer(
+        load_secret(settings.home / "secret.key"),
+        settings.base_url,
+        settings.signed_url_ttl,
+    )
     queue = JobQueue(settings, db, blobs)
     queue.register("ingest", lambda job: run_ingest_job(queue, job))
     queue.register("train", lambda job: run_training(queue, job))
     queue.register("export", lambda job: run_export(queue, job))
-    return Services(settings=settings, db=db, blobs=blobs, signer=signer, queue=queue, predictor=Predictor())
+    return Services(
+        settings=settings,
+        db=db,
+        blobs=blobs,
+        signer=signer,
+        queue=queue,
+        predictor=Predictor(),
+    )
 
 
 async def _appliance_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApplianceError)
     if exc.status >= 500:
         logger.error("%s %s: %s", request.method, request.url.path, exc.message)
-    return JSONResponse({"error": exc.message}, status_code=exc.status, headers={"X-Error-Code": exc.code})
+    return JSONResponse(
+        {"error": exc.message},
+        status_code=exc.status,
+        headers={"X-Error-Code": exc.code},
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    codes = {404: "NOT_FOUND", 405: "VALIDATION_ERROR", 401: "UNAUTHORIZED", 403: "FORBIDDEN"}
-    message = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, str(exc.detail))
+    codes = {
+        404: "NOT_FOUND",
+        405: "VALIDATION_ERROR",
+        401: "UNAUTHORIZED",
+        403: "FORBIDDEN",
+    }
+    message = {404: "Not found", 405: "Method not allowed"}.get(
+        exc.status_code, str(exc.detail)
+    )
     return JSONResponse(
         {"error": message},
         status_code=exc.status_code,
-        headers={**(exc.headers or {}), "X-Error-Code": codes.get(exc.status_code, "VALIDATION_ERROR")},
+        headers={
+            **(exc.headers or {}),
+            "X-Error-Code": codes.get(exc.status_code, "VALIDATION_ERROR"),
+        },
     )
 
 
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": "Internal server error"}, status_code=500, headers={"X-Error-Code": "INTERNAL_ERROR"})
+    logger.exception(
+        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+    )
+    return JSONResponse(
+        {"error": "Internal server error"},
+        status_code=500,
+        headers={"X-Error-Code": "INTERNAL_ERROR"},
+    )
 
 
 def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
@@ -82,7 +113,9 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if run_queue:
             services.queue.start()
-        logger.info("appliance ready at %s (data home %s)", settings.base_url, settings.home)
+        logger.info(
+            "appliance ready at %s (data home %s)", settings.base_url, settings.home
+        )
         try:
             yield
         finally:

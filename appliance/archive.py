@@ -103,26 +103,42 @@ class Archive:
                 raise Invalid(f"not a readable zip or tar archive ({exc})") from exc
             self._open_tar()
         if len(self.members) > self.limits.max_members:
-            raise Invalid(f"archive holds {len(self.members)} files; the limit is {self.limits.max_members}")
+            raise Invalid(
+                f"archive holds {len(self.members)} files; the limit is {self.limits.max_members}"
+            )
         total = sum(m.size for m in self.members.values())
         if total > self.limits.max_total_bytes:
-            raise Invalid(f"archive expands to {total} bytes; the limit is {self.limits.max_total_bytes}")
+            raise Invalid(
+                f"archive expands to {total} bytes; the limit is {self.limits.max_total_bytes}"
+            )
 
     def _accept(self, raw: str, size: int, compressed: int | None) -> str | None:
         name = _clean_name(raw)
         if name is None:
-            self.skipped.append(Skipped(raw, "unsafe_path", "absolute path or one that leaves the archive"))
+            self.skipped.append(
+                Skipped(
+                    raw, "unsafe_path", "absolute path or one that leaves the archive"
+                )
+            )
             return None
         if is_junk(name):
             return None
         if size > self.limits.max_member_bytes:
             self.skipped.append(Skipped(name, "file_too_large", f"{size} bytes"))
             return None
-        if compressed is not None and size > 1024 * 1024 and size > compressed * self.limits.max_ratio:
-            self.skipped.append(Skipped(name, "compression_ratio", f"{size} bytes from {compressed}"))
+        if (
+            compressed is not None
+            and size > 1024 * 1024
+            and size > compressed * self.limits.max_ratio
+        ):
+            self.skipped.append(
+                Skipped(name, "compression_ratio", f"{size} bytes from {compressed}")
+            )
             return None
         if name in self.members:
-            self.skipped.append(Skipped(name, "duplicate_path", "the archive holds this path twice"))
+            self.skipped.append(
+                Skipped(name, "duplicate_path", "the archive holds this path twice")
+            )
             return None
         self.members[name] = Member(name, size)
         return name
@@ -133,10 +149,14 @@ class Archive:
             if info.is_dir():
                 continue
             if info.flag_bits & 0x1:
-                raise Invalid("encrypted_archive: password-protected archives are not supported")
+                raise Invalid(
+                    "encrypted_archive: password-protected archives are not supported"
+                )
             mode = (info.external_attr >> 16) & 0o170000
             if mode == 0o120000:
-                self.skipped.append(Skipped(info.filename, "link", "symbolic links are not followed"))
+                self.skipped.append(
+                    Skipped(info.filename, "link", "symbolic links are not followed")
+                )
                 continue
             self._accept(info.filename, info.file_size, info.compress_size)
 
@@ -146,10 +166,14 @@ class Archive:
             if info.isdir():
                 continue
             if info.issym() or info.islnk():
-                self.skipped.append(Skipped(info.name, "link", "links are not followed"))
+                self.skipped.append(
+                    Skipped(info.name, "link", "links are not followed")
+                )
                 continue
             if not info.isfile():
-                self.skipped.append(Skipped(info.name, "special_file", "not a regular file"))
+                self.skipped.append(
+                    Skipped(info.name, "special_file", "not a regular file")
+                )
                 continue
             name = self._accept(info.name, info.size, None)
             if name:

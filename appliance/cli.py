@@ -9,11 +9,15 @@ from .settings import load_settings
 
 
 def _add_home(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", help="data home (default $APPLIANCE_HOME or ~/.local/share/appliance)")
+    parser.add_argument(
+        "--home", help="data home (default $APPLIANCE_HOME or ~/.local/share/appliance)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="appliance", description="A local Ultralytics Platform.")
+    parser = argparse.ArgumentParser(
+        prog="appliance", description="A local Ultralytics Platform."
+    )
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -24,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", help="URL clients use to reach this appliance")
     serve.add_argument("--workers", type=int, help="job queue threads (default 2)")
     serve.add_argument("--device", help="auto, cpu, or a CUDA index such as 0")
-    serve.add_argument("--owner", help="username of the owner account made on first start")
+    serve.add_argument(
+        "--owner", help="username of the owner account made on first start"
+    )
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -33,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--user", help="username (default: the owner)")
     create.add_argument("--name", default="cli", help="a label for the key")
 
-    demo = sub.add_parser("demo", help="run the whole job on the bundled sample through the REST API")
+    demo = sub.add_parser(
+        "demo", help="run the whole job on the bundled sample through the REST API"
+    )
     _add_home(demo)
     demo.add_argument("--url", help="an appliance to use instead of starting one")
     demo.add_argument("--key", help="API key for --url")
@@ -51,8 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         from .server import serve
 
         settings = load_settings(
-            home=args.home, host=args.host, port=args.port, public_url=args.public_url,
-            workers=args.workers, device=args.device,
+            home=args.home,
+            host=args.host,
+            port=args.port,
+            public_url=args.public_url,
+            workers=args.workers,
+            device=args.device,
         )
         serve(settings, owner=args.owner)
         return 0
@@ -77,7 +89,11 @@ def _keys_create(args: argparse.Namespace) -> int:
     if user is None:
         sys.stderr.write(f"no user named {args.user}\n")
         return 1
-    key = first_key if first_key and not args.user else create_key(db, user["id"], args.name)
+    key = (
+        first_key
+        if first_key and not args.user
+        else create_key(db, user["id"], args.name)
+    )
     sys.stdout.write(key + "\n")
     return 0
 

@@ -34,13 +34,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, key: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+def wait_ready(
+    url: str, key: str, proc: subprocess.Popen | None = None, timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the appliance exited with code {proc.returncode}")
         try:
-            response = httpx.get(f"{url}/api/account/summary", headers={"Authorization": f"Bearer {key}"}, timeout=2)
+            response = httpx.get(
+                f"{url}/api/account/summary",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=2,
+            )
             if response.status_code == 200:
                 return
         except httpx.HTTPError:
@@ -66,8 +72,19 @@ def local_appliance(home: Path) -> Iterator[tuple[str, str]]:
     url = f"http://127.0.0.1:{port}"
     log = open(settings.home / "demo-server.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "serve", "--home", str(settings.home), "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "serve",
+            "--home",
+            str(settings.home),
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     try:
         wait_ready(url, key, proc)
@@ -94,10 +111,20 @@ class Steps:
         yield note
         self.times.append((title, time.monotonic() - started, " ".join(note)))
 
-    def poll(self, title: str, check: Callable[[], tuple[float, str, bool]], interval: float = 1.0) -> None:
+    def poll(
+        self,
+        title: str,
+        check: Callable[[], tuple[float, str, bool]],
+        interval: float = 1.0,
+    ) -> None:
         """Show a progress bar until check() says done; check returns (percent, text, done)."""
-        columns = (TextColumn("  {task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                   TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+        columns = (
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=self.console, transient=False) as bar:
             task = bar.add_task(title, total=100, info="")
             while True:
@@ -109,7 +136,9 @@ class Steps:
 
 
 def _load_sample_builder():
-    spec = importlib.util.spec_from_file_location("make_sample", DATA_DIR / "make_sample.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_sample", DATA_DIR / "make_sample.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -128,7 +157,9 @@ def run_demo(args: argparse.Namespace) -> int:
         return _demo(console, url, key, settings.home, args)
 
 
-def _demo(console: Console, url: str, key: str, home: Path, args: argparse.Namespace) -> int:
+def _demo(
+    console: Console, url: str, key: str, home: Path, args: argparse.Namespace
+) -> int:
     from ultralytics_platform import Platform
 
     client = Platform(base_url=url, api_key=key, timeout=120)
@@ -142,15 +173,26 @@ def _demo(console: Console, url: str, key: str, home: Path, args: argparse.Names
         note.append(f"{owner}/{slug}")
 
     with steps.step("upload the sample archive") as note:
-        archive = _load_sample_builder().build_sample(home / "cache" / "demo-sample.zip")
+        archive = _load_sample_builder().build_sample(
+            home / "cache" / "demo-sample.zip"
+        )
         size = archive.stat().st_size
         session = client.upload.signed_url(
-            body={"assetType": "datasets", "assetId": slug, "filename": archive.name,
-                  "contentType": "application/zip", "totalBytes": size}
+            body={
+                "assetType": "datasets",
+                "assetId": slug,
+                "filename": archive.name,
+                "contentType": "application/zip",
+                "totalBytes": size,
+            }
         )
         with open(archive, "rb") as handle:
-            response = httpx.put(session["uploadUrl"], content=handle.read(), headers=session.get("headers") or {},
-                                 timeout=300)
+            response = httpx.put(
+                session["uploadUrl"],
+                content=handle.read(),
+                headers=session.get("headers") or {},
+                timeout=300,
+            )
         response.raise_for_status()
         client.upload.complete(session_id=session["sessionId"])
         note.append(f"{size / 1e6:.1f} MB")
@@ -169,7 +211,9 @@ def _demo(console: Console, url: str, key: str, home: Path, args: argparse.Names
             console.print(f"[red]ingest failed: {dataset.get('processingError')}[/red]")
             return 1
         images = client.datasets.images(owner, slug, limit=100)["images"]
-        note.append(f"{dataset['imageCount']} images, {dataset['annotationCount']} boxes, classes {dataset['classNames']}")
+        note.append(
+            f"{dataset['imageCount']} images, {dataset['annotationCount']} boxes, classes {dataset['classNames']}"
+        )
         console.print(f"  {note[-1]}; {len(images)} listed")
 
     project = "demo"
@@ -179,19 +223,33 @@ def _demo(console: Console, url: str, key: str, home: Path, args: argparse.Names
         except Exception as exc:  # already there from an earlier demo
             if getattr(exc, "status_code", None) != 409:
                 raise
-        created = client.models.create(body={"owner": owner, "project": project, "model": f"bus-{stamp}",
-                                             "name": f"Demo model {stamp}"})
+        created = client.models.create(
+            body={
+                "owner": owner,
+                "project": project,
+                "model": f"bus-{stamp}",
+                "name": f"Demo model {stamp}",
+            }
+        )
         model = created["model"]
         note.append(f"{owner}/{project}/{model}")
 
-    with steps.step(f"train yolo26n from its YAML, {args.epochs} epochs at imgsz {args.imgsz}") as note:
+    with steps.step(
+        f"train yolo26n from its YAML, {args.epochs} epochs at imgsz {args.imgsz}"
+    ) as note:
         client.training.start(
             model_id=created["id"],
-            train_args={"model": "yolo26n.yaml", "data": f"ul://{owner}/datasets/{slug}",
-                        "epochs": args.epochs, "imgsz": args.imgsz, "seed": 0,
-                        # 12 images: small batches and no gradient accumulation give
-                        # enough optimizer steps to learn them from scratch.
-                        "batch": 4, "nbs": 4},
+            train_args={
+                "model": "yolo26n.yaml",
+                "data": f"ul://{owner}/datasets/{slug}",
+                "epochs": args.epochs,
+                "imgsz": args.imgsz,
+                "seed": 0,
+                # 12 images: small batches and no gradient accumulation give
+                # enough optimizer steps to learn them from scratch.
+                "batch": 4,
+                "nbs": 4,
+            },
         )
 
         def training_state():
@@ -199,27 +257,46 @@ def _demo(console: Console, url: str, key: str, home: Path, args: argparse.Names
             if job is None:
                 return 0.0, "queued", False
             info = f"epoch {job['progress']['currentEpoch']}/{job['progress']['totalEpochs']} {job['status']}"
-            return job["progress"]["percentage"], info, job["status"] in ("completed", "failed", "cancelled")
+            return (
+                job["progress"]["percentage"],
+                info,
+                job["status"] in ("completed", "failed", "cancelled"),
+            )
 
         steps.poll("training", training_state, 1.0)
         job = client.models.training(owner, project, model)["job"]
         if job["status"] != "completed":
-            console.print(f"[red]training {job['status']}: {(job.get('error') or {}).get('message')}[/red]")
+            console.print(
+                f"[red]training {job['status']}: {(job.get('error') or {}).get('message')}[/red]"
+            )
             return 1
-        metrics = client.models.retrieve(owner, project, model)["model"].get("metrics", {})
+        metrics = client.models.retrieve(owner, project, model)["model"].get(
+            "metrics", {}
+        )
         note.append(f"mAP50 {metrics.get('mAP50', 0):.3f}")
 
     with steps.step("predict on bus.jpg") as note:
         photo = _load_sample_builder().photos_dir() / "bus.jpg"
         with open(photo, "rb") as handle:
-            result = client.models.predict(owner, project, model,
-                                           body={"file": ("bus.jpg", handle, "image/jpeg"), "conf": 0.1, "imgsz": args.imgsz})
+            result = client.models.predict(
+                owner,
+                project,
+                model,
+                body={
+                    "file": ("bus.jpg", handle, "image/jpeg"),
+                    "conf": 0.1,
+                    "imgsz": args.imgsz,
+                },
+            )
         detections = result["images"][0]["results"]
         table = Table("class", "confidence", "box (x1, y1, x2, y2)")
         for det in detections[:20]:
             box = det["box"]
-            table.add_row(det["name"], f"{det['confidence']:.2f}",
-                          f"{box['x1']:.0f}, {box['y1']:.0f}, {box['x2']:.0f}, {box['y2']:.0f}")
+            table.add_row(
+                det["name"],
+                f"{det['confidence']:.2f}",
+                f"{box['x1']:.0f}, {box['y1']:.0f}, {box['x2']:.0f}, {box['y2']:.0f}",
+            )
         console.print(table)
         note.append(f"{len(detections)} detections")
         if not detections:
@@ -227,7 +304,9 @@ def _demo(console: Console, url: str, key: str, home: Path, args: argparse.Names
             return 1
 
     with steps.step("export ONNX and load it") as note:
-        export = client.exports.create(owner, project, model, format="onnx", args={"imgsz": args.imgsz})
+        export = client.exports.create(
+            owner, project, model, format="onnx", args={"imgsz": args.imgsz}
+        )
 
         def export_state():
             row = client.exports.retrieve(owner, project, model, export["id"])["export"]
@@ -237,7 +316,9 @@ def _demo(console: Console, url: str, key: str, home: Path, args: argparse.Names
         steps.poll("export", export_state, 1.0)
         row = client.exports.retrieve(owner, project, model, export["id"])["export"]
         if row["status"] != "completed":
-            console.print(f"[red]export {row['status']}: {(row.get('error') or {}).get('message')}[/red]")
+            console.print(
+                f"[red]export {row['status']}: {(row.get('error') or {}).get('message')}[/red]"
+            )
             return 1
         target = home / "cache" / row["file"]["downloadFilename"]
         target.write_bytes(httpx.get(row["file"]["downloadUrl"], timeout=120).content)
@@ -257,9 +338,9 @@ def check_onnx(path: Path, imgsz: int) -> list[tuple[int, ...]]:
     import numpy as np
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(path), providers=["CPUExecutionProvider"]
+    )
     feed = np.zeros((1, 3, imgsz, imgsz), dtype=np.float32)
     outputs = session.run(None, {session.get_inputs()[0].name: feed})
     return [tuple(o.shape) for o in outputs]
-
-

@@ -11,7 +11,9 @@ from .signing import Signer
 REGION = "us"
 
 
-def dataset_json(row: dict, stats: dict, *, is_starred: bool = False, detail: bool = False) -> dict[str, Any]:
+def dataset_json(
+    row: dict, stats: dict, *, is_starred: bool = False, detail: bool = False
+) -> dict[str, Any]:
     names = row["class_names"] or []
     out: dict[str, Any] = {
         "id": row["id"],
@@ -59,7 +61,9 @@ def dataset_json(row: dict, stats: dict, *, is_starred: bool = False, detail: bo
     return out
 
 
-def image_json(row: dict, signer: Signer, *, thumbnails: bool, image_urls: bool, labels: bool) -> dict[str, Any]:
+def image_json(
+    row: dict, signer: Signer, *, thumbnails: bool, image_urls: bool, labels: bool
+) -> dict[str, Any]:
     path = f"/files/images/{row['hash'][:2]}/{row['hash']}.{row['ext']}"
     out: dict[str, Any] = {
         "id": row["id"],
@@ -82,7 +86,9 @@ def image_json(row: dict, signer: Signer, *, thumbnails: bool, image_urls: bool,
     return out
 
 
-def project_json(row: dict, model_count: int, *, detail: bool = False) -> dict[str, Any]:
+def project_json(
+    row: dict, model_count: int, *, detail: bool = False
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": row["id"],
         "owner": row["owner"],
@@ -114,7 +120,9 @@ def _metrics_summary(metrics: dict | None) -> dict[str, float]:
         "metrics/accuracy_top1": "accuracy_top1",
         "metrics/accuracy_top5": "accuracy_top5",
     }
-    out = {short: float(metrics[long]) for long, short in keys.items() if long in metrics}
+    out = {
+        short: float(metrics[long]) for long, short in keys.items() if long in metrics
+    }
     for key, value in metrics.items():
         if "/" not in key and isinstance(value, int | float):
             out.setdefault(key, float(value))
@@ -162,7 +170,12 @@ def model_json(row: dict, epochs: list[dict]) -> dict[str, Any]:
             "isStarred": False,
             "metadata": row.get("metadata") or {},
             "trainResults": [
-                {"epoch": e["epoch"], "metrics": e["metrics"], "fitness": e["fitness"], "timestamp": e["created_at"]}
+                {
+                    "epoch": e["epoch"],
+                    "metrics": e["metrics"],
+                    "fitness": e["fitness"],
+                    "timestamp": e["created_at"],
+                }
                 for e in epochs
             ],
         }
@@ -190,8 +203,12 @@ def training_json(job: dict, model: dict, epochs: list[dict]) -> dict[str, Any]:
     elapsed_ms = 0
     per_epoch = 0
     if job["started_at"]:
-        end = parse_time(job["finished_at"]) if job["finished_at"] else datetime.now(UTC)
-        elapsed_ms = max(int((end - parse_time(job["started_at"])).total_seconds() * 1000), 0)
+        end = (
+            parse_time(job["finished_at"]) if job["finished_at"] else datetime.now(UTC)
+        )
+        elapsed_ms = max(
+            int((end - parse_time(job["started_at"])).total_seconds() * 1000), 0
+        )
         per_epoch = elapsed_ms // current if current else 0
     status = _public_training_status(job, model)
     progress: dict[str, Any] = {
@@ -220,7 +237,11 @@ def training_json(job: dict, model: dict, epochs: list[dict]) -> dict[str, Any]:
             "etaMs": per_epoch * max(total - current, 0) if status == "running" else 0,
         },
         "compute": None,
-        "trainArgs": {k: train_args[k] for k in ("model", "epochs", "batch", "imgsz") if k in train_args},
+        "trainArgs": {
+            k: train_args[k]
+            for k in ("model", "epochs", "batch", "imgsz")
+            if k in train_args
+        },
         "epochMetrics": epochs[-1]["metrics"] if epochs else None,
         "error": error,
         "createdAt": job["created_at"],
@@ -257,7 +278,10 @@ def export_json(row: dict, signer: Signer) -> dict[str, Any]:
             "downloadFilename": row["filename"],
         }
     if row["error"]:
-        out["error"] = {"message": row["error"].get("message", ""), "timestamp": row["error"].get("timestamp", row["updated_at"])}
+        out["error"] = {
+            "message": row["error"].get("message", ""),
+            "timestamp": row["error"].get("timestamp", row["updated_at"]),
+        }
     if row["started_at"]:
         out["startedAt"] = row["started_at"]
     if row["completed_at"]:

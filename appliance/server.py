@@ -41,7 +41,9 @@ def default_owner_name() -> str:
     return clean if len(clean) >= 2 else "admin"
 
 
-def ensure_owner(settings: Settings, username: str | None = None) -> tuple[dict, str | None]:
+def ensure_owner(
+    settings: Settings, username: str | None = None
+) -> tuple[dict, str | None]:
     """The owner account; on first start it is created with one API key, returned
     so the caller can show it once. Only the key's hash is stored."""
     db = Database(settings.db_path)

@@ -67,7 +67,9 @@ class Settings:
         return replace(self, **clean)
 
 
-def load_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+def load_settings(
+    environ: dict[str, str] | None = None, **overrides: object
+) -> Settings:
     """Read APPLIANCE_* variables, then apply CLI overrides (None means unset)."""
     env = os.environ if environ is None else environ
     home = Path(env.get("APPLIANCE_HOME", DEFAULT_HOME)).expanduser().resolve()

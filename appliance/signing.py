@@ -45,7 +45,9 @@ class Signer:
     def expiry(self, ttl: int | None = None) -> int:
         return int(time.time()) + (ttl or self.ttl)
 
-    def verify(self, method: str, path: str, expires: str | None, signature: str | None) -> bool:
+    def verify(
+        self, method: str, path: str, expires: str | None, signature: str | None
+    ) -> bool:
         if not expires or not signature or not expires.isdigit():
             return False
         if int(expires) < time.time():

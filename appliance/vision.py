@@ -94,7 +94,13 @@ def _bundled_font() -> Path | None:
     spec = find_spec("matplotlib")
     if not spec or not spec.submodule_search_locations:
         return None
-    font = Path(next(iter(spec.submodule_search_locations))) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+    font = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "mpl-data"
+        / "fonts"
+        / "ttf"
+        / "DejaVuSans.ttf"
+    )
     return font if font.exists() else None
 
 
@@ -154,7 +160,11 @@ def device_summary() -> dict[str, Any]:
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        return {"device": "cuda:0", "name": props.name, "memoryGb": round(props.total_memory / 1024**3, 1)}
+        return {
+            "device": "cuda:0",
+            "name": props.name,
+            "memoryGb": round(props.total_memory / 1024**3, 1),
+        }
     return {"device": "cpu", "name": "cpu", "memoryGb": 0}
 
 
@@ -184,7 +194,9 @@ class Predictor:
     predictor is not safe to share between threads."""
 
     def __init__(self, capacity: int = 4) -> None:
-        self._models: OrderedDict[tuple[str, float], tuple[Any, threading.Lock]] = OrderedDict()
+        self._models: OrderedDict[tuple[str, float], tuple[Any, threading.Lock]] = (
+            OrderedDict()
+        )
         self._lock = threading.Lock()
         self._capacity = capacity
         self._started = time.monotonic()
@@ -204,13 +216,25 @@ class Predictor:
                 self._models.popitem(last=False)
         return entry
 
-    def predict(self, weights: Path, image: Any, *, conf: float, iou: float, imgsz: int,
-                normalize: bool, decimals: int, device: str) -> dict[str, Any]:
+    def predict(
+        self,
+        weights: Path,
+        image: Any,
+        *,
+        conf: float,
+        iou: float,
+        imgsz: int,
+        normalize: bool,
+        decimals: int,
+        device: str,
+    ) -> dict[str, Any]:
         called = time.monotonic()
         device = default_device() if device in ("", "auto") else device
         model, lock = self._get(weights)
         with lock:
-            results = model.predict(image, conf=conf, iou=iou, imgsz=imgsz, device=device, verbose=False)
+            results = model.predict(
+                image, conf=conf, iou=iou, imgsz=imgsz, device=device, verbose=False
+            )
         images = [_result_json(r, normalize, decimals) for r in results]
         return {
             "images": images,
@@ -238,19 +262,39 @@ def _result_json(result: Any, normalize: bool, decimals: int) -> dict[str, Any]:
     if result.probs is not None:
         probs = result.probs
         for cls, score in zip(probs.top5, probs.top5conf.tolist(), strict=False):
-            out.append({"class": int(cls), "name": names[int(cls)], "confidence": round(score, decimals)})
+            out.append(
+                {
+                    "class": int(cls),
+                    "name": names[int(cls)],
+                    "confidence": round(score, decimals),
+                }
+            )
     elif result.obb is not None:
         corners = result.obb.xyxyxyxy.tolist()
-        for cls, score, pts in zip(result.obb.cls.tolist(), result.obb.conf.tolist(), corners, strict=True):
+        for cls, score, pts in zip(
+            result.obb.cls.tolist(), result.obb.conf.tolist(), corners, strict=True
+        ):
             box = {}
             for i, (x, y) in enumerate(pts, start=1):
                 box[f"x{i}"] = round(x * sx, decimals)
                 box[f"y{i}"] = round(y * sy, decimals)
-            out.append({"class": int(cls), "name": names[int(cls)], "confidence": round(score, decimals), "box": box})
+            out.append(
+                {
+                    "class": int(cls),
+                    "name": names[int(cls)],
+                    "confidence": round(score, decimals),
+                    "box": box,
+                }
+            )
     elif result.boxes is not None:
         boxes = result.boxes
         for i, (cls, score, xyxy) in enumerate(
-            zip(boxes.cls.tolist(), boxes.conf.tolist(), boxes.xyxy.tolist(), strict=True)
+            zip(
+                boxes.cls.tolist(),
+                boxes.conf.tolist(),
+                boxes.xyxy.tolist(),
+                strict=True,
+            )
         ):
             x1, y1, x2, y2 = xyxy
             item: dict[str, Any] = {
@@ -266,7 +310,10 @@ def _result_json(result: Any, normalize: bool, decimals: int) -> dict[str, Any]:
             }
             if result.masks is not None:
                 polygon = result.masks.xy[i]
-                item["segments"] = {"x": _round(polygon[:, 0] * sx, decimals), "y": _round(polygon[:, 1] * sy, decimals)}
+                item["segments"] = {
+                    "x": _round(polygon[:, 0] * sx, decimals),
+                    "y": _round(polygon[:, 1] * sy, decimals),
+                }
             if result.keypoints is not None:
                 points = result.keypoints.xy[i].tolist()
                 kp: dict[str, Any] = {
@@ -280,6 +327,9 @@ def _result_json(result: Any, normalize: bool, decimals: int) -> dict[str, Any]:
     speed = result.speed or {}
     return {
         "shape": [height, width],
-        "speed": {k: round(float(speed.get(k) or 0.0), 3) for k in ("preprocess", "inference", "postprocess")},
+        "speed": {
+            k: round(float(speed.get(k) or 0.0), 3)
+            for k in ("preprocess", "inference", "postprocess")
+        },
         "results": out,
     }

@@ -78,7 +78,12 @@ def q_bool(request: Request, name: str, default: bool | None) -> bool | None:
     raise Invalid(f"{name} must be true or false")
 
 
-def q_choice(request: Request, name: str, choices: frozenset[str] | tuple[str, ...], default: str | None) -> str | None:
+def q_choice(
+    request: Request,
+    name: str,
+    choices: frozenset[str] | tuple[str, ...],
+    default: str | None,
+) -> str | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
@@ -87,7 +92,14 @@ def q_choice(request: Request, name: str, choices: frozenset[str] | tuple[str, .
     return raw
 
 
-def field(body: dict, name: str, kind: type | tuple[type, ...], *, required: bool = False, default: Any = None) -> Any:
+def field(
+    body: dict,
+    name: str,
+    kind: type | tuple[type, ...],
+    *,
+    required: bool = False,
+    default: Any = None,
+) -> Any:
     value = body.get(name)
     if value is None:
         if required:
@@ -96,7 +108,11 @@ def field(body: dict, name: str, kind: type | tuple[type, ...], *, required: boo
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         raise Invalid(f"{name} must be a number")
     if not isinstance(value, kind):
-        label = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        label = (
+            kind.__name__
+            if isinstance(kind, type)
+            else " or ".join(k.__name__ for k in kind)
+        )
         raise Invalid(f"{name} must be a {label}")
     return value
 
@@ -122,7 +138,9 @@ def current_user(request: Request) -> dict | None:
 def require_user(request: Request) -> dict:
     user = current_user(request)
     if user is None:
-        raise Unauthorized("Authentication required: send Authorization: Bearer <API key>")
+        raise Unauthorized(
+            "Authentication required: send Authorization: Bearer <API key>"
+        )
     return user
 
 

@@ -60,8 +60,13 @@ def _resolve_model(spec: dict, events: Events) -> str:
             if path.is_file():
                 return str(path)
         fallback = Path(model).stem + ".yaml"
-        logger.warning("%s is not on this appliance; training %s from scratch", model, fallback)
-        events.send("warning", message=f"{model} is not on this appliance; training {fallback} from scratch")
+        logger.warning(
+            "%s is not on this appliance; training %s from scratch", model, fallback
+        )
+        events.send(
+            "warning",
+            message=f"{model} is not on this appliance; training {fallback} from scratch",
+        )
         return fallback
     return model
 
@@ -99,7 +104,9 @@ def train(spec: dict, events: Events) -> None:
             epochs=trainer.epochs,
             metrics=_floats(metrics),
             fitness=None if trainer.fitness is None else float(trainer.fitness),
-            best_fitness=None if trainer.best_fitness is None else float(trainer.best_fitness),
+            best_fitness=None
+            if trainer.best_fitness is None
+            else float(trainer.best_fitness),
         )
         if cancel_file.exists():
             trainer.stop = True
@@ -134,11 +141,15 @@ def train(spec: dict, events: Events) -> None:
         "done",
         weights=str(best) if best.exists() else None,
         metrics=final,
-        best_fitness=None if trainer.best_fitness is None else float(trainer.best_fitness),
+        best_fitness=None
+        if trainer.best_fitness is None
+        else float(trainer.best_fitness),
         best_epoch=_best_epoch(trainer),
         cancelled=cancel_file.exists(),
         task=model.task,
-        class_names=[names[i] for i in sorted(names)] if isinstance(names, dict) else list(names),
+        class_names=[names[i] for i in sorted(names)]
+        if isinstance(names, dict)
+        else list(names),
     )
 
 
@@ -166,19 +177,25 @@ def export(spec: dict, events: Events) -> None:
     vision.use_all_cores()
     model = YOLO(spec["weights"])
     events.send("started", format=spec["format"])
-    output = model.export(format=spec["format"], device="cpu", verbose=False, **spec.get("args", {}))
+    output = model.export(
+        format=spec["format"], device="cpu", verbose=False, **spec.get("args", {})
+    )
     events.send("done", output=str(output))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     command, spec_path = argv
     spec = json.loads(Path(spec_path).read_text())
     events = Events()
     try:
         {"train": train, "export": export}[command](spec, events)
-    except BaseException as exc:  # report every failure to the parent, then exit non-zero
+    except (
+        BaseException
+    ) as exc:  # report every failure to the parent, then exit non-zero
         logger.error("%s failed: %s", command, exc)
         traceback.print_exc()
         events.send("error", message=f"{exc.__class__.__name__}: {exc}")

@@ -38,7 +38,9 @@ def photos_dir() -> Path:
     return Path(ultralytics.__file__).resolve().parent / "assets"
 
 
-def _yolo_rows(boxes: list[list[float]], crop: tuple[int, int, int, int], mirrored: bool) -> list[str]:
+def _yolo_rows(
+    boxes: list[list[float]], crop: tuple[int, int, int, int], mirrored: bool
+) -> list[str]:
     cx1, cy1, cx2, cy2 = crop
     width, height = cx2 - cx1, cy2 - cy1
     rows = []
@@ -66,13 +68,22 @@ def build_sample(out: Path) -> Path:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(
             "sample/data.yaml",
-            yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val",
-                            "names": dict(enumerate(spec["names"]))}, sort_keys=False),
+            yaml.safe_dump(
+                {
+                    "path": ".",
+                    "train": "images/train",
+                    "val": "images/val",
+                    "names": dict(enumerate(spec["names"])),
+                },
+                sort_keys=False,
+            ),
         )
         for filename, entry in spec["images"].items():
             photo = Image.open(photos_dir() / filename).convert("RGB")
             if list(photo.size) != entry["size"]:
-                raise SystemExit(f"{filename} is {photo.size}, the labels were drawn on {entry['size']}")
+                raise SystemExit(
+                    f"{filename} is {photo.size}, the labels were drawn on {entry['size']}"
+                )
             stem = Path(filename).stem
             for name, (fx1, fy1, fx2, fy2), mirrored in VARIANTS:
                 w, h = photo.size
@@ -83,9 +94,13 @@ def build_sample(out: Path) -> Path:
                 split = "val" if name == "full" else "train"
                 buffer = io.BytesIO()
                 image.save(buffer, "JPEG", quality=90)
-                archive.writestr(f"sample/images/{split}/{stem}_{name}.jpg", buffer.getvalue())
+                archive.writestr(
+                    f"sample/images/{split}/{stem}_{name}.jpg", buffer.getvalue()
+                )
                 rows = _yolo_rows(entry["boxes"], crop, mirrored)
-                archive.writestr(f"sample/labels/{split}/{stem}_{name}.txt", "\n".join(rows) + "\n")
+                archive.writestr(
+                    f"sample/labels/{split}/{stem}_{name}.txt", "\n".join(rows) + "\n"
+                )
     return out
 
 

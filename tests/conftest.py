@@ -36,7 +36,9 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
-def jpeg_bytes(size=(64, 64), color=(200, 30, 30), mode="RGB", fmt="JPEG", **save) -> bytes:
+def jpeg_bytes(
+    size=(64, 64), color=(200, 30, 30), mode="RGB", fmt="JPEG", **save
+) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -50,7 +52,12 @@ def base_files(prefix: str = "ds/") -> dict[str, bytes]:
     files = {
         f"{prefix}data.yaml": b"path: .\ntrain: images/train\nval: images/val\nnames: {0: a, 1: b}\n",
     }
-    colors = {"a": (200, 30, 30), "b": (30, 200, 30), "c": (30, 30, 200), "d": (200, 200, 30)}
+    colors = {
+        "a": (200, 30, 30),
+        "b": (30, 200, 30),
+        "c": (30, 30, 200),
+        "d": (200, 200, 30),
+    }
     for split, stems in {"train": "ab", "val": "cd"}.items():
         for stem in stems:
             files[f"{prefix}images/{split}/{stem}.jpg"] = jpeg_bytes(color=colors[stem])

@@ -25,7 +25,9 @@ def appliance(home):
     user = db.create_user("alice")
     key = create_key(db, user["id"])
     with TestClient(app) as client:
-        sdk = Platform(base_url="http://testserver", api_key=key, http_client=client, max_retries=0)
+        sdk = Platform(
+            base_url="http://testserver", api_key=key, http_client=client, max_retries=0
+        )
         yield client, sdk, key
 
 
@@ -36,7 +38,11 @@ def _error(exc: APIError) -> dict:
 def test_summary_needs_a_valid_key(appliance):
     client, sdk, key = appliance
     assert sdk.account.summary()["username"] == "alice"
-    for headers in ({}, {"Authorization": "Bearer ul_" + "0" * 40}, {"Authorization": "Bearer nonsense"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer ul_" + "0" * 40},
+        {"Authorization": "Bearer nonsense"},
+    ):
         response = client.get("/api/account/summary", headers=headers)
         assert response.status_code == 401
         assert set(response.json()) == {"error"} and response.json()["error"]
@@ -57,10 +63,19 @@ def test_unknown_route_and_bad_json_are_json_errors(appliance):
 def test_dataset_create_retrieve_list(appliance):
     client, sdk, key = appliance
     created = sdk.datasets.create(dataset="cars", name="Cars", task="detect")
-    assert set(created) == {"id", "owner", "dataset", "region"} and created["owner"] == "alice"
+    assert (
+        set(created) == {"id", "owner", "dataset", "region"}
+        and created["owner"] == "alice"
+    )
     got = sdk.datasets.retrieve("alice", "cars")["dataset"]
-    assert got["status"] == "ready" and got["imageCount"] == 0 and got["splits"]["train"] == 0
-    by_id = client.get(f"/api/datasets/{created['id']}", headers=client_auth(key)).json()["dataset"]
+    assert (
+        got["status"] == "ready"
+        and got["imageCount"] == 0
+        and got["splits"]["train"] == 0
+    )
+    by_id = client.get(
+        f"/api/datasets/{created['id']}", headers=client_auth(key)
+    ).json()["dataset"]
     assert by_id["id"] == created["id"]
     listed = sdk.datasets.list("alice")
     assert listed["total"] == 1 and listed["datasets"][0]["dataset"] == "cars"
@@ -72,19 +87,31 @@ def test_dataset_create_retrieve_list(appliance):
     assert bad.value.status_code == 400
     with pytest.raises(APIError) as missing:
         sdk.datasets.retrieve("alice", "nope")
-    assert missing.value.status_code == 404 and _error(missing.value)["error"] == "Dataset not found"
+    assert (
+        missing.value.status_code == 404
+        and _error(missing.value)["error"] == "Dataset not found"
+    )
 
 
 def client_auth(key: str) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
-def upload(client: TestClient, sdk: Platform, data: bytes, filename: str = "ds.zip") -> str:
+def upload(
+    client: TestClient, sdk: Platform, data: bytes, filename: str = "ds.zip"
+) -> str:
     session = sdk.upload.signed_url(
-        body={"assetType": "datasets", "assetId": "x", "filename": filename,
-              "contentType": "application/zip", "totalBytes": len(data)}
+        body={
+            "assetType": "datasets",
+            "assetId": "x",
+            "filename": filename,
+            "contentType": "application/zip",
+            "totalBytes": len(data),
+        }
     )
-    response = client.put(session["uploadUrl"], content=data, headers=session.get("headers") or {})
+    response = client.put(
+        session["uploadUrl"], content=data, headers=session.get("headers") or {}
+    )
     assert response.status_code == 200, response.text
     return session["sessionId"]
 
@@ -117,14 +144,25 @@ def test_upload_and_ingest_records_bad_files(appliance, tmp_path):
     assert dataset["imageCount"] == 4
     assert dataset["splits"] == {"train": 2, "val": 2, "test": 0, "labeled": 4}
     assert dataset["classNames"] == ["a", "b"] and dataset["annotationCount"] == 4
-    assert dataset["lastIngestSummary"]["skippedCounts"] == {"not_an_image": 1, "pixel_coordinates": 1}
-    report = client.get(f"/api/jobs/{job['jobId']}", headers=client_auth(key)).json()["job"]
+    assert dataset["lastIngestSummary"]["skippedCounts"] == {
+        "not_an_image": 1,
+        "pixel_coordinates": 1,
+    }
+    report = client.get(f"/api/jobs/{job['jobId']}", headers=client_auth(key)).json()[
+        "job"
+    ]
     verdicts = {f["path"]: (f["verdict"], f["reason"]) for f in report["files"]}
     assert verdicts["ds/images/train/broken.jpg"] == ("rejected", "not_an_image")
     assert verdicts["ds/images/val/pixels.jpg"] == ("rejected", "pixel_coordinates")
     assert verdicts["ds/images/train/a.jpg"] == ("accepted", None)
-    images = sdk.datasets.images("alice", "base", include_labels="true", limit=2, sort="name-asc")
-    assert images["total"] == 4 and images["hasMore"] is True and len(images["images"]) == 2
+    images = sdk.datasets.images(
+        "alice", "base", include_labels="true", limit=2, sort="name-asc"
+    )
+    assert (
+        images["total"] == 4
+        and images["hasMore"] is True
+        and len(images["images"]) == 2
+    )
     first = images["images"][0]
     assert first["name"] == "a.jpg" and (first["width"], first["height"]) == (64, 64)
     assert first["labels"] == [{"classId": 0, "bbox": [0.5, 0.5, 0.25, 0.25]}]
@@ -133,13 +171,18 @@ def test_upload_and_ingest_records_bad_files(appliance, tmp_path):
     # The same archive again: every image is a duplicate, nothing is added twice.
     sdk.datasets.ingest("alice", "base", body={"sessionId": upload(client, sdk, data)})
     again = wait_dataset(sdk, "base")
-    assert again["imageCount"] == 4 and again["lastIngestSummary"]["skippedCounts"]["duplicate"] == 4
+    assert (
+        again["imageCount"] == 4
+        and again["lastIngestSummary"]["skippedCounts"]["duplicate"] == 4
+    )
 
 
 def test_failed_ingest_says_why(appliance):
     client, sdk, _ = appliance
     sdk.datasets.create(dataset="junk", name="Junk")
-    sdk.datasets.ingest("alice", "junk", body={"sessionId": upload(client, sdk, b"PK\x03\x04garbage")})
+    sdk.datasets.ingest(
+        "alice", "junk", body={"sessionId": upload(client, sdk, b"PK\x03\x04garbage")}
+    )
     dataset = wait_dataset(sdk, "junk")
     assert dataset["status"] == "failed"
     assert "zip or tar" in dataset["processingError"]["message"]
@@ -149,8 +192,13 @@ def test_ingest_refuses_incomplete_or_foreign_uploads(appliance):
     client, sdk, _ = appliance
     sdk.datasets.create(dataset="d", name="d")
     session = sdk.upload.signed_url(
-        body={"assetType": "datasets", "assetId": "d", "filename": "d.zip",
-              "contentType": "application/zip", "totalBytes": 10}
+        body={
+            "assetType": "datasets",
+            "assetId": "d",
+            "filename": "d.zip",
+            "contentType": "application/zip",
+            "totalBytes": 10,
+        }
     )
     with pytest.raises(APIError) as early:
         sdk.datasets.ingest("alice", "d", body={"sessionId": session["sessionId"]})
@@ -159,16 +207,28 @@ def test_ingest_refuses_incomplete_or_foreign_uploads(appliance):
         sdk.datasets.ingest("alice", "d", body={"sessionId": "nope"})
     assert unknown.value.status_code == 404
     with pytest.raises(APIError) as bad_name:
-        sdk.upload.signed_url(body={"assetType": "datasets", "assetId": "d", "filename": "d.rar",
-                                    "contentType": "x", "totalBytes": 1})
+        sdk.upload.signed_url(
+            body={
+                "assetType": "datasets",
+                "assetId": "d",
+                "filename": "d.rar",
+                "contentType": "x",
+                "totalBytes": 1,
+            }
+        )
     assert bad_name.value.status_code == 400
 
 
 def test_signed_urls_cannot_be_forged(appliance):
     client, sdk, _ = appliance
     session = sdk.upload.signed_url(
-        body={"assetType": "datasets", "assetId": "d", "filename": "d.zip",
-              "contentType": "application/zip", "totalBytes": 3}
+        body={
+            "assetType": "datasets",
+            "assetId": "d",
+            "filename": "d.zip",
+            "contentType": "application/zip",
+            "totalBytes": 3,
+        }
     )
     url = httpx.URL(session["uploadUrl"])
     forged = url.copy_set_param("signature", "0" * 64)
@@ -187,7 +247,9 @@ def test_projects_models_and_training_validation(appliance):
     with pytest.raises(APIError) as no_project:
         sdk.models.create(body={"project": "missing", "model": "m"})
     assert no_project.value.status_code == 404
-    model = sdk.models.create(body={"owner": "alice", "project": "proj", "model": "m1", "name": "M1"})
+    model = sdk.models.create(
+        body={"owner": "alice", "project": "proj", "model": "m1", "name": "M1"}
+    )
     assert set(model) == {"id", "owner", "project", "model", "region"}
     detail = sdk.models.retrieve("alice", "proj", "m1")
     assert detail["isOwner"] is True and detail["model"]["hasWeights"] is False
@@ -196,18 +258,32 @@ def test_projects_models_and_training_validation(appliance):
     assert sdk.models.files("alice", "proj", "m1")["files"] == []
     sdk.datasets.create(dataset="empty", name="Empty")
     cases = [
-        ({"model": "yolo26n.yaml", "data": "ul://alice/datasets/empty"}, 400),  # no epochs
-        ({"model": "yolo26n.yaml", "data": "ul://alice/datasets/nope", "epochs": 1}, 404),
-        ({"model": "yolo26n.yaml", "data": "ul://alice/datasets/empty", "epochs": 1}, 400),  # no images
+        (
+            {"model": "yolo26n.yaml", "data": "ul://alice/datasets/empty"},
+            400,
+        ),  # no epochs
+        (
+            {"model": "yolo26n.yaml", "data": "ul://alice/datasets/nope", "epochs": 1},
+            404,
+        ),
+        (
+            {"model": "yolo26n.yaml", "data": "ul://alice/datasets/empty", "epochs": 1},
+            400,
+        ),  # no images
         ({"model": "../x.pt", "data": "ul://alice/datasets/empty", "epochs": 1}, 400),
-        ({"model": "yolo26n.yaml", "data": "ul://alice/datasets/empty", "epochs": 0}, 400),
+        (
+            {"model": "yolo26n.yaml", "data": "ul://alice/datasets/empty", "epochs": 0},
+            400,
+        ),
     ]
     for train_args, status in cases:
         with pytest.raises(APIError) as err:
             sdk.training.start(model_id=model["id"], train_args=train_args)
         assert err.value.status_code == status, train_args
     with pytest.raises(APIError) as no_weights:
-        sdk.models.predict("alice", "proj", "m1", body={"file": ("a.jpg", jpeg_bytes(), "image/jpeg")})
+        sdk.models.predict(
+            "alice", "proj", "m1", body={"file": ("a.jpg", jpeg_bytes(), "image/jpeg")}
+        )
     assert no_weights.value.status_code == 400
     with pytest.raises(APIError) as export:
         sdk.exports.create("alice", "proj", "m1", format="onnx")

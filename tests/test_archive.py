@@ -22,12 +22,15 @@ def _tar(path, files, mode="w:gz"):
     return path
 
 
-@pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tgz", "w:gz")])
+@pytest.mark.parametrize(
+    "suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tgz", "w:gz")]
+)
 def test_tar_variants_read_like_zip(tmp_path, suffix, mode):
     files = base_files()
-    with Archive(_tar(tmp_path / f"a{suffix}", files, mode)) as tar_archive, Archive(
-        write_zip(tmp_path / "a.zip", files)
-    ) as zip_archive:
+    with (
+        Archive(_tar(tmp_path / f"a{suffix}", files, mode)) as tar_archive,
+        Archive(write_zip(tmp_path / "a.zip", files)) as zip_archive,
+    ):
         assert tar_archive.names() == zip_archive.names() == sorted(files)
         name = "ds/labels/train/a.txt"
         assert tar_archive.read(name) == zip_archive.read(name) == files[name]
@@ -42,7 +45,10 @@ def test_traversal_absolute_and_junk_are_skipped(tmp_path):
     with Archive(write_zip(tmp_path / "a.zip", files)) as archive:
         names = archive.names()
         reasons = {s.reason for s in archive.skipped}
-    assert not any(".." in n or n.startswith("/") or "MACOSX" in n or "DS_Store" in n for n in names)
+    assert not any(
+        ".." in n or n.startswith("/") or "MACOSX" in n or "DS_Store" in n
+        for n in names
+    )
     assert reasons == {"unsafe_path"}
     assert not (tmp_path.parent / "evil.txt").exists()
 
@@ -108,7 +114,12 @@ def test_discover_pairs_and_splits():
     layout = discover(sorted(files), lambda n: files[n].decode())
     assert layout.names == ["a", "b"]
     splits = {item.image.rsplit("/", 1)[1]: item.split for item in layout.items}
-    assert splits == {"a.jpg": "train", "b.jpg": "train", "c.jpg": "val", "d.jpg": "val"}
+    assert splits == {
+        "a.jpg": "train",
+        "b.jpg": "train",
+        "c.jpg": "val",
+        "d.jpg": "val",
+    }
     assert all(item.label for item in layout.items)
 
 
@@ -121,7 +132,10 @@ def test_roboflow_layout_maps_valid_to_val():
         "valid/labels/c.txt": b"",
     }
     layout = discover(sorted(files), lambda n: files[n].decode())
-    assert {i.image: i.split for i in layout.items} == {"train/images/a.jpg": "train", "valid/images/c.jpg": "val"}
+    assert {i.image: i.split for i in layout.items} == {
+        "train/images/a.jpg": "train",
+        "valid/images/c.jpg": "val",
+    }
     assert all(i.label for i in layout.items)
 
 
@@ -149,10 +163,14 @@ def test_parse_names_disagreeing_nc():
 
 
 def test_detect_labels_fix_and_reject():
-    parsed = parse_detect("0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n\n1 0.995 0.5 0.03 0.2\n", 2)
+    parsed = parse_detect(
+        "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n\n1 0.995 0.5 0.03 0.2\n", 2
+    )
     assert len(parsed.labels) == 2
     assert parsed.labels[0] == {"classId": 0, "bbox": [0.5, 0.5, 0.2, 0.2]}
-    assert any("duplicate" in f for f in parsed.fixes) and any("clipped" in f for f in parsed.fixes)
+    assert any("duplicate" in f for f in parsed.fixes) and any(
+        "clipped" in f for f in parsed.fixes
+    )
     assert parse_detect("  \n", 2).labels == []
     polygon = parse_detect("0 0.1 0.1 0.3 0.1 0.3 0.3 0.1 0.3", 1).labels[0]
     assert polygon["bbox"] == [0.2, 0.2, 0.2, 0.2] and len(polygon["segments"]) == 8
@@ -190,7 +208,11 @@ def test_exif_orientation_applied():
 
 @pytest.mark.parametrize(
     "data,reason",
-    [(b"", "not_an_image"), (b"hello", "not_an_image"), (jpeg_bytes(size=(4, 4)), "too_small")],
+    [
+        (b"", "not_an_image"),
+        (b"hello", "not_an_image"),
+        (jpeg_bytes(size=(4, 4)), "too_small"),
+    ],
 )
 def test_images_rejected(data, reason):
     with pytest.raises(ImageRejected) as err:

@@ -51,8 +51,14 @@ def isolated() -> bool:
 
 
 def _child_env(guard_log: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "GITHUB", "CI"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "netguard"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST", "GITHUB", "CI"))
+    }
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS / "netguard"), env.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
     env["APPLIANCE_NETGUARD_LOG"] = str(guard_log)
     return env
 
@@ -73,8 +79,19 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(self.home / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "serve", "--home", str(self.home), "--port", str(port)],
-            env=_child_env(self.guard_log), stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "appliance",
+                "serve",
+                "--home",
+                str(self.home),
+                "--port",
+                str(port),
+            ],
+            env=_child_env(self.guard_log),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         wait_ready(self.url, self.key, self.proc)
 
@@ -118,15 +135,31 @@ def _ingested_sample(srv: Server, slug: str) -> dict:
     sdk.datasets.create(dataset=slug, name="Sample")
     archive = build_sample(srv.home.parent / f"{slug}.zip").read_bytes()
     session = sdk.upload.signed_url(
-        body={"assetType": "datasets", "assetId": slug, "filename": "sample.zip",
-              "contentType": "application/zip", "totalBytes": len(archive)}
+        body={
+            "assetType": "datasets",
+            "assetId": slug,
+            "filename": "sample.zip",
+            "contentType": "application/zip",
+            "totalBytes": len(archive),
+        }
     )
-    put = httpx.put(session["uploadUrl"], content=archive, headers=session.get("headers") or {})
+    put = httpx.put(
+        session["uploadUrl"], content=archive, headers=session.get("headers") or {}
+    )
     assert put.status_code == 200
     sdk.upload.complete(session_id=session["sessionId"])
-    assert sdk.datasets.ingest(srv.owner, slug, body={"sessionId": session["sessionId"]})["status"] == "queued"
-    return _poll(lambda: sdk.datasets.retrieve(srv.owner, slug)["dataset"],
-                 lambda d: d["status"] != "processing", 120, "ingest")
+    assert (
+        sdk.datasets.ingest(srv.owner, slug, body={"sessionId": session["sessionId"]})[
+            "status"
+        ]
+        == "queued"
+    )
+    return _poll(
+        lambda: sdk.datasets.retrieve(srv.owner, slug)["dataset"],
+        lambda d: d["status"] != "processing",
+        120,
+        "ingest",
+    )
 
 
 def _training(sdk: Platform, owner: str, model: str) -> dict | None:
@@ -144,59 +177,107 @@ def test_ingest_train_predict_export(server):
     assert dataset["splits"] == {"train": 10, "val": 2, "test": 0, "labeled": 12}
     assert dataset["classNames"] == ["person", "bus"]
     assert dataset["annotationCount"] == 40
-    images = sdk.datasets.images(owner, "sample", split="val", include_labels="true", sort="name-asc")["images"]
+    images = sdk.datasets.images(
+        owner, "sample", split="val", include_labels="true", sort="name-asc"
+    )["images"]
     assert [i["name"] for i in images] == ["bus_full.jpg", "zidane_full.jpg"]
     assert (images[0]["width"], images[0]["height"]) == (810, 1080)
     assert [lab["classId"] for lab in images[0]["labels"]] == [0, 0, 0, 0, 1]
-    assert all(len(lab["bbox"]) == 4 and all(0 <= v <= 1 for v in lab["bbox"]) for lab in images[0]["labels"])
+    assert all(
+        len(lab["bbox"]) == 4 and all(0 <= v <= 1 for v in lab["bbox"])
+        for lab in images[0]["labels"]
+    )
 
     sdk.projects.create(project="e2e", name="E2E")
     model = sdk.models.create(body={"owner": owner, "project": "e2e", "model": "tiny"})
     started = sdk.training.start(
         model_id=model["id"],
-        train_args={"model": "yolo26n.yaml", "data": f"ul://{owner}/datasets/sample", "epochs": 1,
-                    "imgsz": IMGSZ, "batch": 4},
+        train_args={
+            "model": "yolo26n.yaml",
+            "data": f"ul://{owner}/datasets/sample",
+            "epochs": 1,
+            "imgsz": IMGSZ,
+            "batch": 4,
+        },
     )
     assert started["status"] == "starting" and started["modelId"] == model["id"]
-    job = _poll(lambda: _training(sdk, owner, "tiny"),
-                lambda j: j and j["status"] in ("completed", "failed", "cancelled"), 300, "training")
+    job = _poll(
+        lambda: _training(sdk, owner, "tiny"),
+        lambda j: j and j["status"] in ("completed", "failed", "cancelled"),
+        300,
+        "training",
+    )
     assert job["status"] == "completed", job["error"]
     assert job["progress"]["currentEpoch"] == 1 and job["progress"]["totalEpochs"] == 1
     assert job["progress"]["percentage"] == 100
-    assert {"train/box_loss", "metrics/mAP50(B)", "metrics/mAP50-95(B)"} <= set(job["epochMetrics"])
+    assert {"train/box_loss", "metrics/mAP50(B)", "metrics/mAP50-95(B)"} <= set(
+        job["epochMetrics"]
+    )
     detail = sdk.models.retrieve(owner, "e2e", "tiny")["model"]
     assert detail["status"] == "completed" and detail["hasWeights"] is True
     assert detail["classNames"] == ["person", "bus"] and detail["task"] == "detect"
-    assert len(detail["trainResults"]) == 1 and "train/cls_loss" in detail["trainResults"][0]["metrics"]
+    assert (
+        len(detail["trainResults"]) == 1
+        and "train/cls_loss" in detail["trainResults"][0]["metrics"]
+    )
 
     files = sdk.models.files(owner, "e2e", "tiny")["files"]
     assert [f["name"] for f in files] == ["best.pt"]
     weights = httpx.get(files[0]["downloadUrl"])  # signed: no Authorization header
-    assert weights.status_code == 200 and len(weights.content) == files[0]["size"] > 1_000_000
-    assert httpx.get(files[0]["downloadUrl"].replace("signature=", "signature=0")).status_code == 401
+    assert (
+        weights.status_code == 200
+        and len(weights.content) == files[0]["size"] > 1_000_000
+    )
+    assert (
+        httpx.get(
+            files[0]["downloadUrl"].replace("signature=", "signature=0")
+        ).status_code
+        == 401
+    )
     (server.home / "weights").mkdir(exist_ok=True)
-    (server.home / "weights" / "prior.pt").write_bytes(weights.content)  # as if off a USB stick
+    (server.home / "weights" / "prior.pt").write_bytes(
+        weights.content
+    )  # as if off a USB stick
 
     from ultralytics import ASSETS
 
     with open(ASSETS / "bus.jpg", "rb") as handle:
-        predicted = sdk.models.predict(owner, "e2e", "tiny",
-                                       body={"file": ("bus.jpg", handle, "image/jpeg"), "conf": 0.001, "imgsz": IMGSZ})
+        predicted = sdk.models.predict(
+            owner,
+            "e2e",
+            "tiny",
+            body={
+                "file": ("bus.jpg", handle, "image/jpeg"),
+                "conf": 0.001,
+                "imgsz": IMGSZ,
+            },
+        )
     image = predicted["images"][0]
-    assert predicted["metadata"]["imageCount"] == 1 and predicted["metadata"]["task"] == "detect"
+    assert (
+        predicted["metadata"]["imageCount"] == 1
+        and predicted["metadata"]["task"] == "detect"
+    )
     assert image["shape"] == [1080, 810]
     assert set(image["speed"]) == {"preprocess", "inference", "postprocess"}
-    assert image["results"], "an untrained model still yields low-confidence boxes at conf 0.001"
+    assert image["results"], (
+        "an untrained model still yields low-confidence boxes at conf 0.001"
+    )
     for result in image["results"]:
         box = result["box"]
         assert result["name"] in ("person", "bus") and result["class"] in (0, 1)
         assert 0 <= box["x1"] < box["x2"] <= 810 and 0 <= box["y1"] < box["y2"] <= 1080
         assert 0.001 <= result["confidence"] <= 1
 
-    export = sdk.exports.create(owner, "e2e", "tiny", format="onnx", args={"imgsz": IMGSZ})
+    export = sdk.exports.create(
+        owner, "e2e", "tiny", format="onnx", args={"imgsz": IMGSZ}
+    )
     assert export["status"] == "queued"
-    row = _poll(lambda: sdk.exports.retrieve(owner, "e2e", "tiny", export["id"])["export"],
-                lambda e: e["status"] in ("completed", "failed", "cancelled"), 180, "export")
+    row = _poll(
+        lambda: sdk.exports.retrieve(owner, "e2e", "tiny", export["id"])["export"],
+        lambda e: e["status"] in ("completed", "failed", "cancelled"),
+        180,
+        "export",
+    )
     assert row["status"] == "completed", row.get("error")
     assert row["file"]["downloadFilename"].endswith(".onnx")
     onnx_path = server.home.parent / row["file"]["downloadFilename"]
@@ -206,19 +287,33 @@ def test_ingest_train_predict_export(server):
     assert shapes and shapes[0][0] == 1
     from ultralytics import YOLO
 
-    onnx_results = YOLO(str(onnx_path), task="detect").predict(str(ASSETS / "bus.jpg"), imgsz=IMGSZ,
-                                                               conf=0.001, verbose=False)
+    onnx_results = YOLO(str(onnx_path), task="detect").predict(
+        str(ASSETS / "bus.jpg"), imgsz=IMGSZ, conf=0.001, verbose=False
+    )
     assert onnx_results[0].orig_shape == (1080, 810)
 
 
 def test_training_from_a_local_pt(server):
     sdk = server.client()
     owner = server.owner
-    model = sdk.models.create(body={"owner": owner, "project": "e2e", "model": "from-pt"})
-    sdk.training.start(model_id=model["id"], train_args={
-        "model": "prior.pt", "data": f"ul://{owner}/datasets/sample", "epochs": 1, "imgsz": IMGSZ})
-    job = _poll(lambda: _training(sdk, owner, "from-pt"),
-                lambda j: j and j["status"] in ("completed", "failed"), 300, "training")
+    model = sdk.models.create(
+        body={"owner": owner, "project": "e2e", "model": "from-pt"}
+    )
+    sdk.training.start(
+        model_id=model["id"],
+        train_args={
+            "model": "prior.pt",
+            "data": f"ul://{owner}/datasets/sample",
+            "epochs": 1,
+            "imgsz": IMGSZ,
+        },
+    )
+    job = _poll(
+        lambda: _training(sdk, owner, "from-pt"),
+        lambda j: j and j["status"] in ("completed", "failed"),
+        300,
+        "training",
+    )
     assert job["status"] == "completed", job["error"]
     log = (server.home / "runs" / job["id"] / "train.log").read_text()
     assert f"training from {server.home / 'weights' / 'prior.pt'}" in log
@@ -228,13 +323,32 @@ def test_training_from_a_local_pt(server):
 def test_a_killed_trainer_fails_the_job_not_the_api(server):
     sdk = server.client()
     owner = server.owner
-    model = sdk.models.create(body={"owner": owner, "project": "e2e", "model": "killed"})
-    sdk.training.start(model_id=model["id"], train_args={
-        "model": "yolo26n.yaml", "data": f"ul://{owner}/datasets/sample", "epochs": 300, "imgsz": IMGSZ})
-    _poll(lambda: _training(sdk, owner, "killed"), lambda j: j and j["status"] == "running", 120, "start")
+    model = sdk.models.create(
+        body={"owner": owner, "project": "e2e", "model": "killed"}
+    )
+    sdk.training.start(
+        model_id=model["id"],
+        train_args={
+            "model": "yolo26n.yaml",
+            "data": f"ul://{owner}/datasets/sample",
+            "epochs": 300,
+            "imgsz": IMGSZ,
+        },
+    )
+    _poll(
+        lambda: _training(sdk, owner, "killed"),
+        lambda j: j and j["status"] == "running",
+        120,
+        "start",
+    )
     trainer = _trainer_process(server)
     trainer.kill()  # as the out-of-memory killer would
-    job = _poll(lambda: _training(sdk, owner, "killed"), lambda j: j["status"] == "failed", 60, "failure")
+    job = _poll(
+        lambda: _training(sdk, owner, "killed"),
+        lambda j: j["status"] == "failed",
+        60,
+        "failure",
+    )
     assert "killed by SIGKILL" in job["error"]["message"]
     assert sdk.account.summary()["username"] == owner  # the API is still up
 
@@ -242,11 +356,24 @@ def test_a_killed_trainer_fails_the_job_not_the_api(server):
 def test_sigterm_interrupts_running_training_and_frees_the_trainer(server):
     sdk = server.client()
     owner = server.owner
-    model = sdk.models.create(body={"owner": owner, "project": "e2e", "model": "interrupted"})
-    sdk.training.start(model_id=model["id"], train_args={
-        "model": "yolo26n.yaml", "data": f"ul://{owner}/datasets/sample", "epochs": 300, "imgsz": IMGSZ})
-    _poll(lambda: _training(sdk, owner, "interrupted"),
-          lambda j: j and j["progress"]["currentEpoch"] >= 1, 180, "first epoch")
+    model = sdk.models.create(
+        body={"owner": owner, "project": "e2e", "model": "interrupted"}
+    )
+    sdk.training.start(
+        model_id=model["id"],
+        train_args={
+            "model": "yolo26n.yaml",
+            "data": f"ul://{owner}/datasets/sample",
+            "epochs": 300,
+            "imgsz": IMGSZ,
+        },
+    )
+    _poll(
+        lambda: _training(sdk, owner, "interrupted"),
+        lambda j: j and j["progress"]["currentEpoch"] >= 1,
+        180,
+        "first epoch",
+    )
     trainer = _trainer_process(server)
     assert server.stop(signal.SIGTERM) == 0
     assert not trainer.is_running() or trainer.status() == psutil.STATUS_ZOMBIE
@@ -262,7 +389,9 @@ def test_sigterm_interrupts_running_training_and_frees_the_trainer(server):
     sdk = server.client()  # a new port
     job = sdk.models.training(owner, "e2e", "interrupted")["job"]
     assert job["status"] == "failed" and job["error"]["code"] == "interrupted"
-    assert sdk.models.retrieve(owner, "e2e", "interrupted")["model"]["hasWeights"] is True
+    assert (
+        sdk.models.retrieve(owner, "e2e", "interrupted")["model"]["hasWeights"] is True
+    )
 
 
 def test_nothing_reached_for_the_network(server, isolated):
@@ -285,6 +414,11 @@ def test_the_guard_itself_refuses_and_records(tmp_path):
     refused before anything is sent, and written down."""
     log = tmp_path / "guard.log"
     code = "import socket\ntry:\n    socket.getaddrinfo('example.invalid', 80)\nexcept OSError as e:\n    print('refused', e.errno)\n"
-    out = subprocess.run([sys.executable, "-c", code], env=_child_env(log), capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_child_env(log),
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout.startswith("refused")
     assert "example.invalid" in log.read_text()

@@ -18,7 +18,9 @@ from appliance.store import Database
 def store(tmp_path):
     db = Database(tmp_path / "a.db")
     user = db.create_user("alice")
-    dataset = db.create_dataset(owner_id=user["id"], slug="d", name="d", task="detect", visibility="private")
+    dataset = db.create_dataset(
+        owner_id=user["id"], slug="d", name="d", task="detect", visibility="private"
+    )
     return db, BlobStore(tmp_path / "blobs"), dataset["id"]
 
 
@@ -26,25 +28,47 @@ def _ingest(store, path, **options):
     db, blobs, dataset_id = store
     job = db.create_job("ingest", dataset_id, None)
     progress = []
-    summary = run_ingest(db, blobs, dataset_id, job["id"], path, IngestOptions(**options),
-                         lambda p, m: progress.append(p))
-    return summary, db.dataset(dataset_id), db.ingest_report(dataset_id, job["id"]), progress
+    summary = run_ingest(
+        db,
+        blobs,
+        dataset_id,
+        job["id"],
+        path,
+        IngestOptions(**options),
+        lambda p, m: progress.append(p),
+    )
+    return (
+        summary,
+        db.dataset(dataset_id),
+        db.ingest_report(dataset_id, job["id"]),
+        progress,
+    )
 
 
 @pytest.mark.parametrize("prefix", ["", "ds/"])
 def test_flat_root_and_one_folder_down_give_the_same_dataset(store, tmp_path, prefix):
-    summary, dataset, report, progress = _ingest(store, write_zip(tmp_path / "a.zip", base_files(prefix)))
+    summary, dataset, report, progress = _ingest(
+        store, write_zip(tmp_path / "a.zip", base_files(prefix))
+    )
     db = store[0]
     stats = db.dataset_stats(dataset["id"])
     assert summary["added"] == 4 and summary["errors"] == 0
-    assert (stats["train"], stats["val"], stats["labeled"], stats["annotations"]) == (2, 2, 4, 4)
+    assert (stats["train"], stats["val"], stats["labeled"], stats["annotations"]) == (
+        2,
+        2,
+        4,
+        4,
+    )
     assert dataset["class_names"] == ["a", "b"] and dataset["status"] == "ready"
     assert {r["verdict"] for r in report} == {"accepted"} and len(report) == 4
     assert progress and progress[-1] >= 90
 
 
 def test_tgz_with_spaces_in_names(store, tmp_path):
-    files = {k.replace("ds/", "dates segment/").replace("/a.", "/a 01."): v for k, v in base_files().items()}
+    files = {
+        k.replace("ds/", "dates segment/").replace("/a.", "/a 01."): v
+        for k, v in base_files().items()
+    }
     path = tmp_path / "a.tgz"
     with tarfile.open(path, "w:gz") as archive:
         for name, data in files.items():
@@ -90,7 +114,9 @@ def test_images_only_is_an_unlabeled_dataset(store, tmp_path):
 
 
 def test_nothing_usable_fails_the_dataset_with_reasons(store, tmp_path):
-    summary, dataset, _, _ = _ingest(store, write_zip(tmp_path / "a.zip", {"ds/x.jpg": b"nope"}))
+    summary, dataset, _, _ = _ingest(
+        store, write_zip(tmp_path / "a.zip", {"ds/x.jpg": b"nope"})
+    )
     assert dataset["status"] == "failed"
     assert "not_an_image: 1" in dataset["processing_error"]["message"]
 
@@ -101,7 +127,9 @@ def test_a_crash_mid_ingest_leaves_the_dataset_untouched(store, tmp_path, monkey
     before = db.dataset_stats(dataset_id)
     files = base_files()
     files["ds/data.yaml"] = b"names: [a, b]\n"
-    files = {k.replace(".jpg", "2.jpg").replace(".txt", "2.txt"): v for k, v in files.items()}
+    files = {
+        k.replace(".jpg", "2.jpg").replace(".txt", "2.txt"): v for k, v in files.items()
+    }
     for name in list(files):
         if name.endswith(".jpg"):
             files[name] = jpeg_bytes(color=(9, 9, len(name)))

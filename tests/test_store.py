@@ -12,8 +12,18 @@ from appliance.store import Database
 def test_database_is_wal_and_migrated_once(tmp_path):
     db = Database(tmp_path / "a.db")
     assert db.scalar("PRAGMA journal_mode") == "wal"
-    tables = {r["name"] for r in db.query("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"users", "api_keys", "datasets", "images", "jobs", "models", "exports"} <= tables
+    tables = {
+        r["name"] for r in db.query("SELECT name FROM sqlite_master WHERE type='table'")
+    }
+    assert {
+        "users",
+        "api_keys",
+        "datasets",
+        "images",
+        "jobs",
+        "models",
+        "exports",
+    } <= tables
     Database(tmp_path / "a.db")  # a second open applies nothing twice
     assert db.scalar("SELECT count(*) FROM migrations") == 1
 
@@ -24,8 +34,15 @@ def test_atomic_rolls_back_everything_on_error(tmp_path):
     with pytest.raises(RuntimeError):
         with db.atomic() as conn:
             conn["projects"].insert(
-                {"id": "P" * 20, "owner_id": user["id"], "slug": "p", "name": "p", "visibility": "private",
-                 "created_at": "x", "updated_at": "x"}
+                {
+                    "id": "P" * 20,
+                    "owner_id": user["id"],
+                    "slug": "p",
+                    "name": "p",
+                    "visibility": "private",
+                    "created_at": "x",
+                    "updated_at": "x",
+                }
             )
             raise RuntimeError("boom")
     assert db.scalar("SELECT count(*) FROM projects") == 0
@@ -34,8 +51,15 @@ def test_atomic_rolls_back_everything_on_error(tmp_path):
 def test_json_columns_round_trip(tmp_path):
     db = Database(tmp_path / "a.db")
     user = db.create_user("alice")
-    ds = db.create_dataset(owner_id=user["id"], slug="d", name="d", task="detect", visibility="private",
-                           class_names=["cat", "dog"], metadata={"k": [1, 2]})
+    ds = db.create_dataset(
+        owner_id=user["id"],
+        slug="d",
+        name="d",
+        task="detect",
+        visibility="private",
+        class_names=["cat", "dog"],
+        metadata={"k": [1, 2]},
+    )
     again = db.dataset(ds["id"])
     assert again["class_names"] == ["cat", "dog"]
     assert again["metadata"] == {"k": [1, 2]}
@@ -45,7 +69,9 @@ def test_json_columns_round_trip(tmp_path):
 def test_unique_slug_per_owner(tmp_path):
     db = Database(tmp_path / "a.db")
     user = db.create_user("alice")
-    fields = dict(owner_id=user["id"], slug="d", name="d", task="detect", visibility="private")
+    fields = dict(
+        owner_id=user["id"], slug="d", name="d", task="detect", visibility="private"
+    )
     db.create_dataset(**fields)
     with pytest.raises(sqlite3.IntegrityError):
         db.create_dataset(**fields)
@@ -59,7 +85,12 @@ def test_concurrent_writers_from_threads(tmp_path):
     def work(n):
         try:
             for i in range(20):
-                db.create_project(owner_id=user["id"], slug=f"p{n}-{i}", name="x", visibility="private")
+                db.create_project(
+                    owner_id=user["id"],
+                    slug=f"p{n}-{i}",
+                    name="x",
+                    visibility="private",
+                )
         except Exception as exc:  # collected for the assertion below
             errors.append(exc)
 
@@ -81,7 +112,9 @@ def test_blob_store_dedups_by_content(tmp_path):
     assert len(digest) == 32
 
 
-@pytest.mark.parametrize("segment", ["..", "../x", "a/b", "", ".hidden", "x\x00y", "a..b"])
+@pytest.mark.parametrize(
+    "segment", ["..", "../x", "a/b", "", ".hidden", "x\x00y", "a..b"]
+)
 def test_blob_store_rejects_unsafe_segments(tmp_path, segment):
     store = BlobStore(tmp_path / "blobs")
     with pytest.raises(Invalid):

@@ -18,7 +18,12 @@ register_heif_opener()
 MIN_SIDE = 8
 MAX_SIDE = 8192
 MAX_PIXELS = 100_000_000
-_KEEP_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}  # HEIF etc. become JPEG
+_KEEP_FORMATS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "BMP": "bmp",
+}  # HEIF etc. become JPEG
 
 
 class ImageRejected(ValueError):
@@ -45,12 +50,22 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > MAX_PIXELS:
-                raise ImageRejected("too_large", f"{image.width}x{image.height} is over {MAX_PIXELS} pixels")
+                raise ImageRejected(
+                    "too_large",
+                    f"{image.width}x{image.height} is over {MAX_PIXELS} pixels",
+                )
             image.load()
     except ImageRejected:
         raise
-    except (UnidentifiedImageError, ImportError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("not_an_image", f"not a readable image ({exc.__class__.__name__})") from None
+    except (
+        UnidentifiedImageError,
+        ImportError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
+        raise ImageRejected(
+            "not_an_image", f"not a readable image ({exc.__class__.__name__})"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageRejected("corrupt_image", f"cannot decode: {exc}") from None
     return image
@@ -68,7 +83,9 @@ def normalise(data: bytes) -> NormalImage:
         image = _to_rgb(image)
     width, height = image.size
     if min(width, height) < MIN_SIDE:
-        raise ImageRejected("too_small", f"{width}x{height}; each side must be at least {MIN_SIDE} px")
+        raise ImageRejected(
+            "too_small", f"{width}x{height}; each side must be at least {MIN_SIDE} px"
+        )
     if max(width, height) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE))
         fixes.append(f"resized from {width}x{height} to {image.width}x{image.height}")

@@ -39,11 +39,21 @@ class _Run:
     report: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
 
-    def verdict(self, path: str, verdict: str, reason: str | None = None, detail: str | None = None) -> None:
-        self.report.append({"path": path, "verdict": verdict, "reason": reason, "detail": detail})
+    def verdict(
+        self,
+        path: str,
+        verdict: str,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.report.append(
+            {"path": path, "verdict": verdict, "reason": reason, "detail": detail}
+        )
 
 
-def _merge_classes(existing: list[str], incoming: list[str]) -> tuple[list[str], dict[int, int]]:
+def _merge_classes(
+    existing: list[str], incoming: list[str]
+) -> tuple[list[str], dict[int, int]]:
     """Map the archive's class indices onto the dataset's, by name, appending new names."""
     names = list(existing)
     mapping: dict[int, int] = {}
@@ -69,26 +79,37 @@ def run_ingest(
     if dataset is None:
         raise Invalid("dataset no longer exists")
     if dataset["task"] != "detect":
-        raise Invalid(f"ingest of {dataset['task']} datasets is not supported yet; use a detect dataset")
+        raise Invalid(
+            f"ingest of {dataset['task']} datasets is not supported yet; use a detect dataset"
+        )
     run = _Run()
     with Archive(archive_path) as archive:
         for skipped in archive.skipped:
             run.verdict(skipped.name, "rejected", skipped.reason, skipped.detail)
         names = archive.names()
         layout = discover(names, lambda n: archive.read(n).decode("utf-8", "replace"))
-        class_names, mapping = _merge_classes(dataset["class_names"] or [], layout.names)
+        class_names, mapping = _merge_classes(
+            dataset["class_names"] or [], layout.names
+        )
         class_count = len(layout.names) if layout.yaml_name else None
         _report_other_files(run, names, layout)
         known = db.image_hashes(dataset_id)
         total = max(len(layout.items), 1)
         for done, item in enumerate(layout.items, start=1):
-            _ingest_item(run, archive, blobs, item, class_count, mapping, known, options)
+            _ingest_item(
+                run, archive, blobs, item, class_count, mapping, known, options
+            )
             if done % 25 == 0 or done == total:
                 progress(90.0 * done / total, f"read {done}/{total} images")
     if class_count is None:
         # No YAML: classes are the ids used, named by placeholder.
-        used = max((lab["classId"] for r in run.rows for lab in (r["labels"] or [])), default=-1)
-        class_names = class_names + [f"class{i}" for i in range(len(class_names), used + 1)]
+        used = max(
+            (lab["classId"] for r in run.rows for lab in (r["labels"] or [])),
+            default=-1,
+        )
+        class_names = class_names + [
+            f"class{i}" for i in range(len(class_names), used + 1)
+        ]
     summary = _summary(run, time.monotonic() - started)
     fields = {
         "class_names": class_names,
@@ -98,9 +119,15 @@ def run_ingest(
         "processing_error": None,
     }
     if not run.rows and not db.dataset_stats(dataset_id).get("images"):
-        reasons = ", ".join(f"{k}: {v}" for k, v in summary["skippedCounts"].items()) or "no images found"
+        reasons = (
+            ", ".join(f"{k}: {v}" for k, v in summary["skippedCounts"].items())
+            or "no images found"
+        )
         fields["status"] = "failed"
-        fields["processing_error"] = {"message": f"no usable image in the archive ({reasons})", "timestamp": now()}
+        fields["processing_error"] = {
+            "message": f"no usable image in the archive ({reasons})",
+            "timestamp": now(),
+        }
     progress(95.0, "saving")
     db.replace_images(dataset_id, run.rows, run.report, job_id, **fields)
     logger.info("ingest %s into %s: %s", job_id, dataset_id, summary)
@@ -117,14 +144,26 @@ def _report_other_files(run: _Run, names: list[str], layout) -> None:
         if name in layout.orphan_labels:
             run.verdict(name, "rejected", "orphan_label", "no image with this stem")
         elif suffix in IMAGE_SUFFIXES:
-            run.verdict(name, "rejected", "outside_dataset_root", f"not under {layout.root or 'the root'}")
+            run.verdict(
+                name,
+                "rejected",
+                "outside_dataset_root",
+                f"not under {layout.root or 'the root'}",
+            )
         elif suffix == ".txt" or name.lower().endswith(YAML_SUFFIXES):
             run.verdict(name, "ignored", "not_used", "not a label of any image")
         else:
-            run.verdict(name, "rejected", "unsupported_file", f"{suffix or 'no suffix'} is not an image or label")
+            run.verdict(
+                name,
+                "rejected",
+                "unsupported_file",
+                f"{suffix or 'no suffix'} is not an image or label",
+            )
 
 
-def _ingest_item(run, archive, blobs, item, class_count, mapping, known, options) -> None:
+def _ingest_item(
+    run, archive, blobs, item, class_count, mapping, known, options
+) -> None:
     try:
         image = normalise(archive.read(item.image))
     except ImageRejected as exc:
@@ -134,15 +173,27 @@ def _ingest_item(run, archive, blobs, item, class_count, mapping, known, options
     fixes = list(image.fixes)
     if item.label is not None:
         try:
-            parsed = parse_detect(archive.read(item.label).decode("utf-8", "replace"), class_count)
+            parsed = parse_detect(
+                archive.read(item.label).decode("utf-8", "replace"), class_count
+            )
         except LabelError as exc:
-            run.verdict(item.image, "rejected", exc.reason, f"{item.label}: {exc.detail}")
+            run.verdict(
+                item.image, "rejected", exc.reason, f"{item.label}: {exc.detail}"
+            )
             return
-        labels = [{**lab, "classId": mapping.get(lab["classId"], lab["classId"])} for lab in parsed.labels]
+        labels = [
+            {**lab, "classId": mapping.get(lab["classId"], lab["classId"])}
+            for lab in parsed.labels
+        ]
         fixes += parsed.fixes
     digest, _ = blobs.put_image(image.data, image.ext)
     if digest in known and options.conflict_policy == "skip":
-        run.verdict(item.image, "rejected", "duplicate", f"identical image already in the dataset ({digest})")
+        run.verdict(
+            item.image,
+            "rejected",
+            "duplicate",
+            f"identical image already in the dataset ({digest})",
+        )
         return
     known.add(digest)
     run.rows.append(

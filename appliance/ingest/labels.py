@@ -28,9 +28,14 @@ def _class_id(token: str, line_no: int, class_count: int | None) -> int:
     try:
         value = float(token)
     except ValueError:
-        raise LabelError("malformed_row", f"line {line_no}: class {token!r} is not a number") from None
+        raise LabelError(
+            "malformed_row", f"line {line_no}: class {token!r} is not a number"
+        ) from None
     if value != int(value) or value < 0:
-        raise LabelError("malformed_row", f"line {line_no}: class {token!r} is not a non-negative integer")
+        raise LabelError(
+            "malformed_row",
+            f"line {line_no}: class {token!r} is not a non-negative integer",
+        )
     cls = int(value)
     if class_count is not None and cls >= class_count:
         raise LabelError(
@@ -44,7 +49,9 @@ def _coords(tokens: list[str], line_no: int) -> tuple[list[float], bool]:
     try:
         values = [float(t) for t in tokens]
     except ValueError:
-        raise LabelError("malformed_row", f"line {line_no}: coordinates must be numbers") from None
+        raise LabelError(
+            "malformed_row", f"line {line_no}: coordinates must be numbers"
+        ) from None
     if any(v != v for v in values):
         raise LabelError("malformed_row", f"line {line_no}: NaN coordinate")
     if max(values) > 1.5:
@@ -61,7 +68,12 @@ def _coords(tokens: list[str], line_no: int) -> tuple[list[float], bool]:
 
 def _box_row(cls: int, values: list[float], line_no: int) -> tuple[dict, bool]:
     cx, cy, w, h = values
-    x1, y1, x2, y2 = max(cx - w / 2, 0.0), max(cy - h / 2, 0.0), min(cx + w / 2, 1.0), min(cy + h / 2, 1.0)
+    x1, y1, x2, y2 = (
+        max(cx - w / 2, 0.0),
+        max(cy - h / 2, 0.0),
+        min(cx + w / 2, 1.0),
+        min(cy + h / 2, 1.0),
+    )
     if x2 - x1 <= 0 or y2 - y1 <= 0:
         raise LabelError("degenerate_box", f"line {line_no}: box has no area")
     box = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
@@ -114,7 +126,11 @@ def parse_detect(text: str, class_count: int | None) -> ParsedLabels:
             )
         out.labels.append(label)
     if duplicates:
-        out.fixes.append(f"removed {duplicates} duplicate row{'s' if duplicates > 1 else ''}")
+        out.fixes.append(
+            f"removed {duplicates} duplicate row{'s' if duplicates > 1 else ''}"
+        )
     if clipped:
-        out.fixes.append(f"clipped {clipped} row{'s' if clipped > 1 else ''} to the image")
+        out.fixes.append(
+            f"clipped {clipped} row{'s' if clipped > 1 else ''} to the image"
+        )
     return out

@@ -13,7 +13,13 @@ from ..errors import Invalid
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 YAML_SUFFIXES = (".yaml", ".yml")
-_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 MAX_ROOT_DEPTH = 1
 
 
@@ -45,13 +51,19 @@ def find_yaml(names: list[str]) -> str | None:
 
     `data.yaml` wins over any other YAML at the same depth."""
     candidates = [
-        n for n in names if n.lower().endswith(YAML_SUFFIXES) and _depth(n) <= MAX_ROOT_DEPTH
+        n
+        for n in names
+        if n.lower().endswith(YAML_SUFFIXES) and _depth(n) <= MAX_ROOT_DEPTH
     ]
     if not candidates:
         return None
     return min(
         candidates,
-        key=lambda n: (_depth(n), posixpath.basename(n).lower() not in ("data.yaml", "data.yml"), n),
+        key=lambda n: (
+            _depth(n),
+            posixpath.basename(n).lower() not in ("data.yaml", "data.yml"),
+            n,
+        ),
     )
 
 
@@ -149,7 +161,7 @@ def discover(names: list[str], read_text) -> Layout:
     for name in names:
         if not name.startswith(prefix):
             continue
-        relative = name[len(prefix):]
+        relative = name[len(prefix) :]
         if posixpath.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
             continue
         label = label_for(name)
@@ -158,9 +170,15 @@ def discover(names: list[str], read_text) -> Layout:
             label = sibling if sibling in members else None
         if label:
             used_labels.add(label)
-        layout.items.append(Item(image=name, label=label, split=_split_of(relative, splits)))
+        layout.items.append(
+            Item(image=name, label=label, split=_split_of(relative, splits))
+        )
     layout.orphan_labels = sorted(
-        n for n in names if n.endswith(".txt") and n.startswith(prefix) and n not in used_labels
+        n
+        for n in names
+        if n.endswith(".txt")
+        and n.startswith(prefix)
+        and n not in used_labels
         and "/labels/" in "/" + n
     )
     return layout

@@ -74,7 +74,9 @@ class Children:
             self._procs[job_id] = proc
         logger.info("job %s: %s started as pid %d", job_id, command, proc.pid)
         try:
-            return self._follow(job_id, proc, read_fd, on_event, should_cancel, heartbeat)
+            return self._follow(
+                job_id, proc, read_fd, on_event, should_cancel, heartbeat
+            )
         finally:
             os.close(read_fd)
             with self._lock:
@@ -85,7 +87,9 @@ class Children:
             proc = self._procs.get(job_id)
         return proc.pid if proc else None
 
-    def _follow(self, job_id, proc, read_fd, on_event, should_cancel, heartbeat) -> ChildResult:
+    def _follow(
+        self, job_id, proc, read_fd, on_event, should_cancel, heartbeat
+    ) -> ChildResult:
         result = ChildResult(returncode=0)
         buffer = b""
         last_beat = 0.0

@@ -36,8 +36,14 @@ def run_export(queue: JobQueue, job: dict) -> None:
         "args": export["args"] or {},
     }
     result = queue.children.run(
-        job["id"], "export", spec, workdir, queue.child_env(),
-        lambda event: None, lambda: queue.cancel_requested(job["id"]), lambda: queue.beat(job["id"]),
+        job["id"],
+        "export",
+        spec,
+        workdir,
+        queue.child_env(),
+        lambda event: None,
+        lambda: queue.cancel_requested(job["id"]),
+        lambda: queue.beat(job["id"]),
     )
     done = result.last("done")
     if done and result.returncode == 0 and not result.stopped:
@@ -46,8 +52,12 @@ def run_export(queue: JobQueue, job: dict) -> None:
         target = blobs.path("exports", export["id"], filename)
         blobs.put_file(target, source)
         db.update_export(
-            export["id"], status="completed", filename=filename, file_size=target.stat().st_size,
-            completed_at=now(), error=None,
+            export["id"],
+            status="completed",
+            filename=filename,
+            file_size=target.stat().st_size,
+            completed_at=now(),
+            error=None,
         )
         queue.finish(job["id"], "completed")
         return
@@ -57,17 +67,31 @@ def run_export(queue: JobQueue, job: dict) -> None:
         return
     error = result.last("error")
     if result.stopped == "shutdown":
-        message, status = "the appliance stopped while this export was running", "interrupted"
+        message, status = (
+            "the appliance stopped while this export was running",
+            "interrupted",
+        )
     else:
-        detail = error["message"] if error else f"the exporter {describe_exit(result.returncode)}"
-        message, status = f"{detail}\n{queue.log_tail(workdir / 'export.log')}".strip(), "failed"
-    db.update_export(export["id"], status="failed", error={"message": message, "timestamp": now()})
+        detail = (
+            error["message"]
+            if error
+            else f"the exporter {describe_exit(result.returncode)}"
+        )
+        message, status = (
+            f"{detail}\n{queue.log_tail(workdir / 'export.log')}".strip(),
+            "failed",
+        )
+    db.update_export(
+        export["id"], status="failed", error={"message": message, "timestamp": now()}
+    )
     queue.finish(job["id"], status, error={"message": message})
 
 
 def _packaged(output: Path, workdir: Path) -> tuple[str, Path]:
     """A single file to serve: the export itself, or a zip of an export folder."""
     if output.is_dir():
-        archive = shutil.make_archive(str(workdir / output.name), "zip", output.parent, output.name)
+        archive = shutil.make_archive(
+            str(workdir / output.name), "zip", output.parent, output.name
+        )
         return Path(archive).name, Path(archive)
     return output.name, output

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
 def run_ingest_job(queue: JobQueue, job: dict) -> None:
     args = job["args"]
     archive = queue.blobs.path("uploads", args["sessionId"], "data")
-    options = IngestOptions(conflict_policy=args.get("conflictPolicy") or "skip", target_split=args.get("targetSplit"))
+    options = IngestOptions(
+        conflict_policy=args.get("conflictPolicy") or "skip",
+        target_split=args.get("targetSplit"),
+    )
     summary = run_ingest(
         queue.db,
         queue.blobs,

@@ -28,7 +28,9 @@ def _label_lines(labels: list[dict] | None) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def materialise(db: Database, blobs: BlobStore, root: Path, dataset_id: str) -> tuple[Path, str]:
+def materialise(
+    db: Database, blobs: BlobStore, root: Path, dataset_id: str
+) -> tuple[Path, str]:
     """Return (data.yaml path, content digest) of the dataset laid out under root."""
     dataset = db.dataset(dataset_id)
     if dataset is None:
@@ -40,7 +42,10 @@ def materialise(db: Database, blobs: BlobStore, root: Path, dataset_id: str) -> 
         raise Invalid(f"dataset {dataset['slug']} has no labeled image")
     digest = hashlib.sha256(
         json.dumps(
-            [dataset["class_names"], [(i["id"], i["hash"], i["split"], i["labels"]) for i in images]],
+            [
+                dataset["class_names"],
+                [(i["id"], i["hash"], i["split"], i["labels"]) for i in images],
+            ],
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]

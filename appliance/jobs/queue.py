@@ -36,7 +36,9 @@ class JobQueue:
         self.db = db
         self.blobs = blobs
         self.children = Children()
-        self.huey = SqliteHuey(name="appliance", filename=str(settings.queue_path), results=False)
+        self.huey = SqliteHuey(
+            name="appliance", filename=str(settings.queue_path), results=False
+        )
         self._handlers: dict[str, Callable[[dict], None]] = {}
         self._task = self.huey.task(name="appliance.run_job")(self._run_job)
         self._consumer: Consumer | None = None
@@ -49,7 +51,10 @@ class JobQueue:
     def start(self) -> None:
         self.recover()
         self._consumer = _QuietConsumer(
-            self.huey, workers=self.settings.workers, periodic=False, check_worker_health=False,
+            self.huey,
+            workers=self.settings.workers,
+            periodic=False,
+            check_worker_health=False,
             max_delay=1.0,
         )
         self._consumer.start()
@@ -73,34 +78,56 @@ class JobQueue:
             if job["status"] == "queued":
                 self._task(job["id"])
             else:
-                self._interrupt(job, "the appliance restarted while this job was running")
+                self._interrupt(
+                    job, "the appliance restarted while this job was running"
+                )
 
     def _interrupt(self, job: dict, message: str) -> None:
-        self.finish(job["id"], "interrupted", error={"message": message, "code": "interrupted"})
+        self.finish(
+            job["id"], "interrupted", error={"message": message, "code": "interrupted"}
+        )
         stamp = now()
         if job["kind"] == "train":
             self.db.update_model(
-                job["subject_id"], status="failed",
-                training_error={"message": message, "code": "interrupted", "timestamp": stamp},
+                job["subject_id"],
+                status="failed",
+                training_error={
+                    "message": message,
+                    "code": "interrupted",
+                    "timestamp": stamp,
+                },
             )
         elif job["kind"] == "ingest":
             self.db.update_dataset(
-                job["subject_id"], status="failed",
-                processing_error={"message": f"{message}; ingest again to retry", "timestamp": stamp},
+                job["subject_id"],
+                status="failed",
+                processing_error={
+                    "message": f"{message}; ingest again to retry",
+                    "timestamp": stamp,
+                },
             )
         elif job["kind"] == "export":
-            self.db.update_export(job["subject_id"], status="failed", error={"message": message, "timestamp": stamp})
+            self.db.update_export(
+                job["subject_id"],
+                status="failed",
+                error={"message": message, "timestamp": stamp},
+            )
 
     # -- submitting --------------------------------------------------------
 
-    def submit(self, kind: str, subject_id: str, user_id: str | None, args: dict | None = None) -> dict:
+    def submit(
+        self, kind: str, subject_id: str, user_id: str | None, args: dict | None = None
+    ) -> dict:
         job = self.db.create_job(kind, subject_id, user_id, args)
         self._task(job["id"])
         return job
 
     def cancel(self, job_id: str) -> None:
         with self.db.atomic() as db:
-            db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", [now(), job_id])
+            db.execute(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+                [now(), job_id],
+            )
             db.execute(
                 "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'",
                 [now(), job_id],
@@ -138,25 +165,48 @@ class JobQueue:
         stamp = now()
         if job["kind"] == "train":
             self.db.update_model(
-                job["subject_id"], status="failed",
-                training_error={"message": message, "code": "training_failed", "timestamp": stamp},
+                job["subject_id"],
+                status="failed",
+                training_error={
+                    "message": message,
+                    "code": "training_failed",
+                    "timestamp": stamp,
+                },
             )
         elif job["kind"] == "ingest":
             self.db.update_dataset(
-                job["subject_id"], status="failed", processing_error={"message": message, "timestamp": stamp}
+                job["subject_id"],
+                status="failed",
+                processing_error={"message": message, "timestamp": stamp},
             )
         elif job["kind"] == "export":
-            self.db.update_export(job["subject_id"], status="failed", error={"message": message, "timestamp": stamp})
+            self.db.update_export(
+                job["subject_id"],
+                status="failed",
+                error={"message": message, "timestamp": stamp},
+            )
 
     # -- helpers for handlers ----------------------------------------------
 
     def progress(self, job_id: str, percent: float, message: str) -> None:
-        self.db.update_job(job_id, progress=round(min(max(percent, 0.0), 100.0), 1), message=message, heartbeat_at=now())
+        self.db.update_job(
+            job_id,
+            progress=round(min(max(percent, 0.0), 100.0), 1),
+            message=message,
+            heartbeat_at=now(),
+        )
 
     def beat(self, job_id: str) -> None:
         self.db.update_job(job_id, heartbeat_at=now())
 
-    def finish(self, job_id: str, status: str, *, result: dict | None = None, error: dict | None = None) -> None:
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        result: dict | None = None,
+        error: dict | None = None,
+    ) -> None:
         fields: dict = {"status": status, "error": error}
         if result is not None:
             fields["result"] = result
@@ -165,7 +215,9 @@ class JobQueue:
         self.db.update_job(job_id, **fields)
 
     def cancel_requested(self, job_id: str) -> bool:
-        return bool(self.db.scalar("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]))
+        return bool(
+            self.db.scalar("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id])
+        )
 
     def child_env(self) -> dict[str, str]:
         return vision.offline_environment(self.settings.home)

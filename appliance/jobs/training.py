@@ -26,16 +26,29 @@ def run_training(queue: JobQueue, job: dict) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
     queue.progress(job["id"], 0, "laying out the dataset")
-    data_yaml, digest = materialise(db, queue.blobs, settings.home / "datasets", job["args"]["datasetId"])
-    db.update_model(model_id, status="running", started_at=now(), metadata={"datasetSnapshot": digest})
+    data_yaml, digest = materialise(
+        db, queue.blobs, settings.home / "datasets", job["args"]["datasetId"]
+    )
+    db.update_model(
+        model_id,
+        status="running",
+        started_at=now(),
+        metadata={"datasetSnapshot": digest},
+    )
     db.clear_epochs(model_id)
     spec = {
         "home": str(settings.home),
         "model": args.pop("model"),
         "data": str(data_yaml),
-        "args": {k: v for k, v in args.items() if k not in ("data", "project", "name", "device")},
+        "args": {
+            k: v
+            for k, v in args.items()
+            if k not in ("data", "project", "name", "device")
+        },
         "project": str(workdir),
-        "device": settings.device if args.get("device") in (None, "auto") else args["device"],
+        "device": settings.device
+        if args.get("device") in (None, "auto")
+        else args["device"],
         "cancel_file": str(cancel_file),
     }
     total = int(spec["args"].get("epochs", 100))
@@ -46,7 +59,11 @@ def run_training(queue: JobQueue, job: dict) -> None:
             epoch = int(event["epoch"])
             db.record_epoch(model_id, epoch, event["metrics"], event.get("fitness"))
             epochs = int(event.get("epochs") or total)
-            queue.progress(job["id"], 100.0 * (epoch + 1) / max(epochs, 1), f"epoch {epoch + 1}/{epochs}")
+            queue.progress(
+                job["id"],
+                100.0 * (epoch + 1) / max(epochs, 1),
+                f"epoch {epoch + 1}/{epochs}",
+            )
         elif kind == "started":
             queue.progress(job["id"], 0, f"training on {event.get('device')}")
         elif kind == "warning":
@@ -59,7 +76,13 @@ def run_training(queue: JobQueue, job: dict) -> None:
         return cancelled
 
     result = queue.children.run(
-        job["id"], "train", spec, workdir, queue.child_env(), on_event, should_cancel,
+        job["id"],
+        "train",
+        spec,
+        workdir,
+        queue.child_env(),
+        on_event,
+        should_cancel,
         lambda: queue.beat(job["id"]),
     )
     done = result.last("done")
@@ -85,10 +108,22 @@ def run_training(queue: JobQueue, job: dict) -> None:
         queue.finish(job["id"], "cancelled")
         return
     if result.stopped == "shutdown":
-        message, code, status = "the appliance stopped while this job was running", "interrupted", "interrupted"
+        message, code, status = (
+            "the appliance stopped while this job was running",
+            "interrupted",
+            "interrupted",
+        )
     else:
-        detail = error["message"] if error else f"the trainer {describe_exit(result.returncode)}"
-        message, code, status = f"{detail}\n{queue.log_tail(workdir / 'train.log')}".strip(), "training_failed", "failed"
+        detail = (
+            error["message"]
+            if error
+            else f"the trainer {describe_exit(result.returncode)}"
+        )
+        message, code, status = (
+            f"{detail}\n{queue.log_tail(workdir / 'train.log')}".strip(),
+            "training_failed",
+            "failed",
+        )
     db.update_model(
         model_id,
         status="failed",
@@ -97,18 +132,25 @@ def run_training(queue: JobQueue, job: dict) -> None:
     queue.finish(job["id"], status, error={"message": message, "code": code})
 
 
-def _keep_weights(queue: JobQueue, model_id: str, workdir: Path, done: dict | None) -> Path | None:
+def _keep_weights(
+    queue: JobQueue, model_id: str, workdir: Path, done: dict | None
+) -> Path | None:
     """Store the run's best weights (else its last) on the model, even when the run
     ended early, so they can still be downloaded, exported and deployed."""
     candidates = []
     if done and done.get("weights"):
         candidates.append(Path(done["weights"]))
-    candidates += [workdir / "train" / "weights" / "best.pt", workdir / "train" / "weights" / "last.pt"]
+    candidates += [
+        workdir / "train" / "weights" / "best.pt",
+        workdir / "train" / "weights" / "last.pt",
+    ]
     source = next((p for p in candidates if p.is_file()), None)
     if source is None:
         return None
     target = queue.blobs.path("models", model_id, "best.pt")
     queue.blobs.put_file(target, source)
     queue.db.update_model(model_id, weights_size=target.stat().st_size)
-    logger.info("model %s: kept %s (%d bytes)", model_id, source.name, target.stat().st_size)
+    logger.info(
+        "model %s: kept %s (%d bytes)", model_id, source.name, target.stat().st_size
+    )
     return target

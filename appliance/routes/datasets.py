@@ -88,25 +88,45 @@ async def create(request: Request):
         )
     except sqlite3.IntegrityError:
         raise Conflict(f"Dataset {owner['username']}/{slug} already exists") from None
-    return reply({"id": row["id"], "owner": row["owner"], "dataset": row["slug"], "region": "us"}, 201)
+    return reply(
+        {
+            "id": row["id"],
+            "owner": row["owner"],
+            "dataset": row["slug"],
+            "region": "us",
+        },
+        201,
+    )
 
 
 async def list_or_retrieve(request: Request):
     """GET /api/datasets/{x}: x is a dataset when it is an id, else an owner."""
     key = request.path_params["owner"]
     if is_id(key):
-        return reply({"dataset": _dataset_out(request, find_dataset(request, key), detail=True)})
+        return reply(
+            {"dataset": _dataset_out(request, find_dataset(request, key), detail=True)}
+        )
     owner = visible_owner(request, key)
     limit = q_int(request, "limit", 20, 1, 100)
     db = services(request).db
-    rows = [r for r in db.datasets_of(owner["id"], 1000) if can_see(request, r["owner_id"], r["visibility"])]
+    rows = [
+        r
+        for r in db.datasets_of(owner["id"], 1000)
+        if can_see(request, r["owner_id"], r["visibility"])
+    ]
     return reply(
-        {"datasets": [_dataset_out(request, r) for r in rows[:limit]], "total": len(rows), "region": "us"}
+        {
+            "datasets": [_dataset_out(request, r) for r in rows[:limit]],
+            "total": len(rows),
+            "region": "us",
+        }
     )
 
 
 async def retrieve(request: Request):
-    row = find_dataset(request, request.path_params["owner"], request.path_params["dataset"])
+    row = find_dataset(
+        request, request.path_params["owner"], request.path_params["dataset"]
+    )
     return reply({"dataset": _dataset_out(request, row, detail=True)})
 
 
@@ -114,7 +134,9 @@ async def _start_ingest(request: Request, dataset: dict, body: dict):
     user = require_user(request)
     svc = services(request)
     if "sourceUrl" in body or "reference" in body:
-        raise Invalid("this appliance is offline: ingest from an uploaded archive (sessionId)")
+        raise Invalid(
+            "this appliance is offline: ingest from an uploaded archive (sessionId)"
+        )
     session_id = field(body, "sessionId", str, required=True)
     session = finish_upload(request, session_id, user)
     if session["asset_type"] != "datasets":
@@ -141,7 +163,9 @@ async def _start_ingest(request: Request, dataset: dict, body: dict):
 
 
 async def ingest(request: Request):
-    dataset = editable_dataset(request, request.path_params["owner"], request.path_params["dataset"])
+    dataset = editable_dataset(
+        request, request.path_params["owner"], request.path_params["dataset"]
+    )
     return await _start_ingest(request, dataset, await json_body(request))
 
 
@@ -200,7 +224,9 @@ routes = [
     Route("/api/datasets", create, methods=["POST"]),
     Route("/api/datasets/ingest", ingest_by_id, methods=["POST"]),
     Route("/api/datasets/{owner}", list_or_retrieve, methods=["GET"]),
-    Route("/api/datasets/{owner}/{dataset}", owner_dataset_or_id_images, methods=["GET"]),
+    Route(
+        "/api/datasets/{owner}/{dataset}", owner_dataset_or_id_images, methods=["GET"]
+    ),
     Route("/api/datasets/{owner}/{dataset}/ingest", ingest, methods=["POST"]),
     Route("/api/datasets/{owner}/{dataset}/images", images, methods=["GET"]),
 ]

@@ -28,18 +28,41 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "engine": ("tensorrt",),
 }
 UNAVAILABLE = frozenset(
-    {"edgetpu", "rknn", "qnn", "imx", "axelera", "deepx", "hailo", "ascend", "xilinx", "coreai"}
+    {
+        "edgetpu",
+        "rknn",
+        "qnn",
+        "imx",
+        "axelera",
+        "deepx",
+        "hailo",
+        "ascend",
+        "xilinx",
+        "coreai",
+    }
 )
 STATUSES = ("queued", "starting", "running", "completed", "failed", "cancelled")
-_ARG_TYPES = {"imgsz": int, "dynamic": bool, "simplify": bool, "opset": int, "batch": int, "half": bool, "nms": bool}
+_ARG_TYPES = {
+    "imgsz": int,
+    "dynamic": bool,
+    "simplify": bool,
+    "opset": int,
+    "batch": int,
+    "half": bool,
+    "nms": bool,
+}
 
 
 def _check_format(name: str) -> None:
     if name in UNAVAILABLE or name not in FORMATS:
-        raise Invalid(f"format {name} needs a vendor toolkit or hardware this appliance does not have")
+        raise Invalid(
+            f"format {name} needs a vendor toolkit or hardware this appliance does not have"
+        )
     missing = [pkg for pkg in FORMATS[name] if find_spec(pkg) is None]
     if missing:
-        raise Invalid(f"format {name} needs the Python package(s) {', '.join(missing)}, not installed here")
+        raise Invalid(
+            f"format {name} needs the Python package(s) {', '.join(missing)}, not installed here"
+        )
 
 
 def _check_args(args: dict) -> dict:
@@ -47,7 +70,9 @@ def _check_args(args: dict) -> dict:
     for key, value in args.items():
         kind = _ARG_TYPES.get(key)
         if kind is None:
-            raise Invalid(f"args.{key} is not a supported export argument ({', '.join(sorted(_ARG_TYPES))})")
+            raise Invalid(
+                f"args.{key} is not a supported export argument ({', '.join(sorted(_ARG_TYPES))})"
+            )
         if value is None:
             continue
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -76,16 +101,22 @@ async def create(request: Request):
     export = svc.db.create_export(model_id=model["id"], format=fmt, args=args)
     job = svc.queue.submit("export", export["id"], user["id"])
     svc.db.update_export(export["id"], job_id=job["id"])
-    return reply({"id": export["id"], "format": fmt, "status": "queued", "region": "us"}, 201)
+    return reply(
+        {"id": export["id"], "format": fmt, "status": "queued", "region": "us"}, 201
+    )
 
 
 async def list_exports(request: Request):
     model = find_model(request, *_path(request))
     svc = services(request)
     rows = svc.db.exports_of(
-        model["id"], q_choice(request, "status", STATUSES, None), q_int(request, "limit", 20, 1, 100)
+        model["id"],
+        q_choice(request, "status", STATUSES, None),
+        q_int(request, "limit", 20, 1, 100),
     )
-    return reply({"exports": [export_json(r, svc.signer) for r in rows], "region": "us"})
+    return reply(
+        {"exports": [export_json(r, svc.signer) for r in rows], "region": "us"}
+    )
 
 
 async def retrieve(request: Request):
@@ -99,6 +130,12 @@ async def retrieve(request: Request):
 
 routes = [
     Route("/api/models/{owner}/{project}/{model}/exports", create, methods=["POST"]),
-    Route("/api/models/{owner}/{project}/{model}/exports", list_exports, methods=["GET"]),
-    Route("/api/models/{owner}/{project}/{model}/exports/{export_id}", retrieve, methods=["GET"]),
+    Route(
+        "/api/models/{owner}/{project}/{model}/exports", list_exports, methods=["GET"]
+    ),
+    Route(
+        "/api/models/{owner}/{project}/{model}/exports/{export_id}",
+        retrieve,
+        methods=["GET"],
+    ),
 ]

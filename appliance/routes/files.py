@@ -15,7 +15,10 @@ _KINDS = frozenset({"images", "models", "exports"})
 async def download(request: Request):
     svc = services(request)
     if not svc.signer.verify(
-        request.method, request.url.path, request.query_params.get("expires"), request.query_params.get("signature")
+        request.method,
+        request.url.path,
+        request.query_params.get("expires"),
+        request.query_params.get("signature"),
     ):
         raise Unauthorized("invalid or expired signature")
     parts = request.path_params["path"].split("/")

@@ -35,7 +35,11 @@ async def list_jobs(request: Request):
     user = require_user(request)
     status = q_choice(request, "status", STATUSES, None)
     limit = q_int(request, "limit", 50, 1, 500)
-    rows = [j for j in services(request).db.jobs(status, limit) if j["user_id"] == user["id"]]
+    rows = [
+        j
+        for j in services(request).db.jobs(status, limit)
+        if j["user_id"] == user["id"]
+    ]
     return reply({"jobs": [job_json(j) for j in rows]})
 
 

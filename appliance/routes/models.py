@@ -30,7 +30,9 @@ from .projects import find_project
 MAX_PREDICT_BYTES = 50 * 1024**2
 
 
-def find_model(request: Request, owner: str, project: str | None = None, slug: str | None = None) -> dict:
+def find_model(
+    request: Request, owner: str, project: str | None = None, slug: str | None = None
+) -> dict:
     """A model by id (seed routes) or by owner/project/model (contract routes)."""
     db = services(request).db
     if project is None:
@@ -64,11 +66,17 @@ async def create(request: Request):
         owner_for_write(request, project["owner"])
     else:
         owner = owner_for_write(request, field(body, "owner", str))
-        project = db.project_by_slug(owner["id"], field(body, "project", str, required=True))
+        project = db.project_by_slug(
+            owner["id"], field(body, "project", str, required=True)
+        )
         if project is None:
             raise NotFound(f"Project {owner['username']}/{body['project']} not found")
     name = field(body, "name", str)
-    slug = field(body, "model", str) or field(body, "slug", str) or (slugify(name) if name else None)
+    slug = (
+        field(body, "model", str)
+        or field(body, "slug", str)
+        or (slugify(name) if name else None)
+    )
     slug = slug or f"model-{new_id()[:8].lower()}"
     if not SLUG_RE.match(slug):
         raise Invalid("model must be lower-case letters, digits and dashes (1-128)")
@@ -87,9 +95,17 @@ async def create(request: Request):
             metadata=field(body, "metadata", dict, default={}),
         )
     except sqlite3.IntegrityError:
-        raise Conflict(f"Model {project['owner']}/{project['slug']}/{slug} already exists") from None
+        raise Conflict(
+            f"Model {project['owner']}/{project['slug']}/{slug} already exists"
+        ) from None
     return reply(
-        {"id": row["id"], "owner": row["owner"], "project": row["project"], "model": row["slug"], "region": "us"},
+        {
+            "id": row["id"],
+            "owner": row["owner"],
+            "project": row["project"],
+            "model": row["slug"],
+            "region": "us",
+        },
         201,
     )
 
@@ -98,15 +114,24 @@ async def retrieve(request: Request):
     row = find_model(request, *_path(request))
     user = request.scope.get("user")
     epochs = services(request).db.epochs(row["id"])
-    return reply({"model": model_json(row, epochs), "isOwner": bool(user and user["id"] == row["owner_id"])})
+    return reply(
+        {
+            "model": model_json(row, epochs),
+            "isOwner": bool(user and user["id"] == row["owner_id"]),
+        }
+    )
 
 
 async def list_models(request: Request):
-    project = find_project(request, request.path_params["owner"], request.path_params["project"])
+    project = find_project(
+        request, request.path_params["owner"], request.path_params["project"]
+    )
     limit = q_int(request, "limit", 20, 1, 100)
     db = services(request).db
     rows = db.models_of_project(project["id"], limit)
-    return reply({"models": [model_json(r, db.epochs(r["id"])) for r in rows], "region": "us"})
+    return reply(
+        {"models": [model_json(r, db.epochs(r["id"])) for r in rows], "region": "us"}
+    )
 
 
 def weights_path(request: Request, model: dict):
@@ -120,7 +145,13 @@ async def files(request: Request):
     if path is None:
         return reply({"files": []})
     url = services(request).signer.url(f"/files/models/{model['id']}/best.pt")
-    return reply({"files": [{"name": "best.pt", "size": path.stat().st_size, "downloadUrl": url}]})
+    return reply(
+        {
+            "files": [
+                {"name": "best.pt", "size": path.stat().st_size, "downloadUrl": url}
+            ]
+        }
+    )
 
 
 async def training(request: Request):
@@ -167,7 +198,9 @@ async def predict(request: Request):
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         if form.get("source"):
-            raise Invalid("this appliance is offline: send the image as the multipart field 'file'")
+            raise Invalid(
+                "this appliance is offline: send the image as the multipart field 'file'"
+            )
         raise Invalid("send an image as the multipart field 'file'")
     data = await upload.read(MAX_PREDICT_BYTES + 1)
     if len(data) > MAX_PREDICT_BYTES:
@@ -228,6 +261,10 @@ routes = [
     Route("/api/models/{owner}/{project}/{model}", retrieve, methods=["GET"]),
     Route("/api/models/{owner}/{project}/{model}/files", files, methods=["GET"]),
     Route("/api/models/{owner}/{project}/{model}/training", training, methods=["GET"]),
-    Route("/api/models/{owner}/{project}/{model}/training", cancel_training, methods=["DELETE"]),
+    Route(
+        "/api/models/{owner}/{project}/{model}/training",
+        cancel_training,
+        methods=["DELETE"],
+    ),
     Route("/api/models/{owner}/{project}/{model}/predict", predict, methods=["POST"]),
 ]

@@ -34,7 +34,9 @@ def find_project(request: Request, owner: str, slug: str | None = None) -> dict:
 
 
 def _model_count(request: Request, project_id: str) -> int:
-    return services(request).db.scalar("SELECT count(*) FROM models WHERE project_id = ?", [project_id])
+    return services(request).db.scalar(
+        "SELECT count(*) FROM models WHERE project_id = ?", [project_id]
+    )
 
 
 async def create(request: Request):
@@ -58,7 +60,15 @@ async def create(request: Request):
         )
     except sqlite3.IntegrityError:
         raise Conflict(f"Project {owner['username']}/{slug} already exists") from None
-    return reply({"id": row["id"], "owner": row["owner"], "project": row["slug"], "region": "us"}, 201)
+    return reply(
+        {
+            "id": row["id"],
+            "owner": row["owner"],
+            "project": row["slug"],
+            "region": "us",
+        },
+        201,
+    )
 
 
 async def list_or_retrieve(request: Request):
@@ -76,7 +86,9 @@ async def list_or_retrieve(request: Request):
     rows = [r for r in rows if can_see(request, r["owner_id"], r["visibility"])]
     return reply(
         {
-            "projects": [project_json(r, _model_count(request, r["id"])) for r in rows[:limit]],
+            "projects": [
+                project_json(r, _model_count(request, r["id"])) for r in rows[:limit]
+            ],
             "total": len(rows),
             "region": "us",
         }
@@ -97,7 +109,12 @@ async def _detail(request: Request, row: dict):
 
 
 async def retrieve(request: Request):
-    return await _detail(request, find_project(request, request.path_params["owner"], request.path_params["project"]))
+    return await _detail(
+        request,
+        find_project(
+            request, request.path_params["owner"], request.path_params["project"]
+        ),
+    )
 
 
 routes = [

@@ -34,7 +34,9 @@ def _check_args(train_args: dict) -> dict:
             raise Invalid(f"trainArgs.{key} must be a number, string, boolean or list")
     model = field(train_args, "model", str, required=True)
     if not (model.endswith((".yaml", ".yml", ".pt"))):
-        raise Invalid("trainArgs.model must name a model YAML (yolo26n.yaml) or weights (.pt)")
+        raise Invalid(
+            "trainArgs.model must name a model YAML (yolo26n.yaml) or weights (.pt)"
+        )
     if "/" in model or ".." in model:
         raise Invalid("trainArgs.model must be a bare file name such as yolo26n.yaml")
     epochs = field(train_args, "epochs", int, required=True)
@@ -79,18 +81,25 @@ async def start(request: Request):
         training_error=None,
         task=model["task"] or dataset["task"],
     )
-    svc.queue.submit("train", model["id"], user["id"], {"trainArgs": train_args, "datasetId": dataset["id"]})
+    svc.queue.submit(
+        "train",
+        model["id"],
+        user["id"],
+        {"trainArgs": train_args, "datasetId": dataset["id"]},
+    )
     return reply(
         {
             "modelId": model["id"],
             "status": "starting",
             "gpuType": compute["name"],
             "estimatedCost": {"pricePerHour": 0, "gpuMemoryGb": compute["memoryGb"]},
-            "billing": {"estimatedCostCents": 0, "estimatedCostDisplay": "$0.00", "balanceCents": 0},
+            "billing": {
+                "estimatedCostCents": 0,
+                "estimatedCostDisplay": "$0.00",
+                "balanceCents": 0,
+            },
         }
     )
 
 
 routes = [Route("/api/training/start", start, methods=["POST"])]
-
-

@@ -34,11 +34,17 @@ async def signed_url(request: Request):
     if total < 0:
         raise Invalid("totalBytes must not be negative")
     if total > svc.settings.max_upload_bytes:
-        raise TooLarge(f"totalBytes {int(total)} is over this appliance's limit of {svc.settings.max_upload_bytes}")
+        raise TooLarge(
+            f"totalBytes {int(total)} is over this appliance's limit of {svc.settings.max_upload_bytes}"
+        )
     if not filename or "/" in filename or "\\" in filename:
         raise Invalid("filename must be a plain file name")
-    if asset_type == "datasets" and not (is_archive_name(filename) or filename.lower().endswith(".ndjson")):
-        raise Invalid("dataset uploads must be .zip, .tar, .tar.gz, .tgz or .ndjson archives")
+    if asset_type == "datasets" and not (
+        is_archive_name(filename) or filename.lower().endswith(".ndjson")
+    ):
+        raise Invalid(
+            "dataset uploads must be .zip, .tar, .tar.gz, .tgz or .ndjson archives"
+        )
     if asset_type == "models" and not filename.lower().endswith(".pt"):
         raise Invalid("model uploads must be .pt files")
     expires = svc.signer.expiry()
@@ -49,7 +55,9 @@ async def signed_url(request: Request):
         filename=filename,
         content_type=content_type,
         total_bytes=int(total),
-        expires_at=datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        expires_at=datetime.fromtimestamp(expires, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%S.000Z"
+        ),
     )
     return reply(
         {
@@ -66,7 +74,10 @@ async def put_upload(request: Request):
     svc = services(request)
     session_id = request.path_params["session_id"]
     if not svc.signer.verify(
-        "PUT", request.url.path, request.query_params.get("expires"), request.query_params.get("signature")
+        "PUT",
+        request.url.path,
+        request.query_params.get("expires"),
+        request.query_params.get("signature"),
     ):
         raise Unauthorized("invalid or expired upload signature")
     session = svc.db.upload(session_id)
@@ -95,12 +106,17 @@ def finish_upload(request: Request, session_id: str, user: dict) -> dict:
     session = svc.db.upload(session_id)
     if session is None or session["user_id"] != user["id"]:
         raise NotFound("upload session not found")
-    if parse_time(session["expires_at"]) < datetime.now(UTC) and session["status"] == "pending":
+    if (
+        parse_time(session["expires_at"]) < datetime.now(UTC)
+        and session["status"] == "pending"
+    ):
         raise Invalid("upload session expired")
     if session["status"] == "pending" or not upload_path(request, session_id).exists():
         raise Invalid("nothing has been uploaded for this session yet")
     if session["total_bytes"] and session["size"] != session["total_bytes"]:
-        raise Invalid(f"upload has {session['size']} bytes but {session['total_bytes']} were declared")
+        raise Invalid(
+            f"upload has {session['size']} bytes but {session['total_bytes']} were declared"
+        )
     if session["status"] == "uploaded":
         svc.db.update_upload(session_id, status="completed")
         session["status"] = "completed"
@@ -113,10 +129,17 @@ async def complete(request: Request):
     session = finish_upload(request, field(body, "sessionId", str, required=True), user)
     md5 = field(body, "md5", str)
     if md5:
-        actual = hashlib.md5(upload_path(request, session["id"]).read_bytes()).hexdigest()
+        actual = hashlib.md5(
+            upload_path(request, session["id"]).read_bytes()
+        ).hexdigest()
         if actual != md5.lower():
             raise Invalid("md5 does not match the uploaded bytes")
-    return reply({"success": True, "file": {"size": session["size"], "contentType": session["content_type"]}})
+    return reply(
+        {
+            "success": True,
+            "file": {"size": session["size"], "contentType": session["content_type"]},
+        }
+    )
 
 
 routes = [

@@ -11,7 +11,12 @@ class AccountsMixin:
     # -- users -------------------------------------------------------------
 
     def create_user(self, username: str, name: str | None = None) -> dict[str, Any]:
-        row = {"id": new_id(), "username": username, "name": name or username, "created_at": now()}
+        row = {
+            "id": new_id(),
+            "username": username,
+            "name": name or username,
+            "created_at": now(),
+        }
         with self.atomic() as db:
             db["users"].insert(row)
         return row
@@ -27,8 +32,12 @@ class AccountsMixin:
 
     def resource_counts(self, user_id: str) -> dict[str, int]:
         return {
-            "projects": self.scalar("SELECT count(*) FROM projects WHERE owner_id = ?", [user_id]),
-            "datasets": self.scalar("SELECT count(*) FROM datasets WHERE owner_id = ?", [user_id]),
+            "projects": self.scalar(
+                "SELECT count(*) FROM projects WHERE owner_id = ?", [user_id]
+            ),
+            "datasets": self.scalar(
+                "SELECT count(*) FROM datasets WHERE owner_id = ?", [user_id]
+            ),
             "models": self.scalar(
                 "SELECT count(*) FROM models JOIN projects p ON p.id = models.project_id"
                 " WHERE p.owner_id = ?",
@@ -38,7 +47,9 @@ class AccountsMixin:
 
     # -- API keys ----------------------------------------------------------
 
-    def add_api_key(self, user_id: str, name: str, prefix: str, key_hash: str) -> dict[str, Any]:
+    def add_api_key(
+        self, user_id: str, name: str, prefix: str, key_hash: str
+    ) -> dict[str, Any]:
         row = {
             "id": new_id(),
             "user_id": user_id,
@@ -62,7 +73,9 @@ class AccountsMixin:
 
     def touch_api_key(self, key_id: str) -> None:
         with self.atomic() as db:
-            db.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", [now(), key_id])
+            db.execute(
+                "UPDATE api_keys SET last_used_at = ? WHERE id = ?", [now(), key_id]
+            )
 
     def api_keys(self, user_id: str) -> list[dict[str, Any]]:
         return self.query(
@@ -74,7 +87,13 @@ class AccountsMixin:
     # -- upload sessions ---------------------------------------------------
 
     def create_upload(self, **fields: Any) -> dict[str, Any]:
-        row = {"id": new_id(), "status": "pending", "size": None, "created_at": now(), **fields}
+        row = {
+            "id": new_id(),
+            "status": "pending",
+            "size": None,
+            "created_at": now(),
+            **fields,
+        }
         with self.atomic() as db:
             db["uploads"].insert(row)
         return row

@@ -59,7 +59,9 @@ class DatasetsMixin:
         )
 
     def count_datasets_of(self, owner_id: str) -> int:
-        return self.scalar("SELECT count(*) FROM datasets WHERE owner_id = ?", [owner_id])
+        return self.scalar(
+            "SELECT count(*) FROM datasets WHERE owner_id = ?", [owner_id]
+        )
 
     def update_dataset(self, dataset_id: str, **fields: Any) -> None:
         fields["updated_at"] = now()
@@ -96,11 +98,27 @@ class DatasetsMixin:
         stamp = now()
         with self.atomic() as db:
             db["images"].insert_all(
-                ({"id": new_id(), "dataset_id": dataset_id, "created_at": stamp, **image} for image in images),
+                (
+                    {
+                        "id": new_id(),
+                        "dataset_id": dataset_id,
+                        "created_at": stamp,
+                        **image,
+                    }
+                    for image in images
+                ),
                 batch_size=500,
             )
             db["ingest_files"].insert_all(
-                ({"dataset_id": dataset_id, "job_id": job_id, "created_at": stamp, **r} for r in report),
+                (
+                    {
+                        "dataset_id": dataset_id,
+                        "job_id": job_id,
+                        "created_at": stamp,
+                        **r,
+                    }
+                    for r in report
+                ),
                 batch_size=500,
             )
             dataset_fields["updated_at"] = stamp
@@ -109,7 +127,9 @@ class DatasetsMixin:
     def image_hashes(self, dataset_id: str) -> set[str]:
         return {
             row[0]
-            for row in self.db.execute("SELECT hash FROM images WHERE dataset_id = ?", [dataset_id])
+            for row in self.db.execute(
+                "SELECT hash FROM images WHERE dataset_id = ?", [dataset_id]
+            )
         }
 
     def list_images(

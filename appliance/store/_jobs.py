@@ -11,7 +11,9 @@ FINISHED = ("completed", "failed", "cancelled", "interrupted")
 
 
 class JobsMixin:
-    def create_job(self, kind: str, subject_id: str, user_id: str | None, args: dict | None = None) -> dict[str, Any]:
+    def create_job(
+        self, kind: str, subject_id: str, user_id: str | None, args: dict | None = None
+    ) -> dict[str, Any]:
         stamp = now()
         row = {
             "id": new_id(),
@@ -39,9 +41,12 @@ class JobsMixin:
     def jobs(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         if status:
             return self.query(
-                "SELECT * FROM jobs WHERE status = ? ORDER BY created_at DESC LIMIT ?", [status, limit]
+                "SELECT * FROM jobs WHERE status = ? ORDER BY created_at DESC LIMIT ?",
+                [status, limit],
             )
-        return self.query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", [limit])
+        return self.query(
+            "SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?", [limit]
+        )
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         stamp = now()

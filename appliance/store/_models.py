@@ -55,9 +55,13 @@ class ModelsMixin:
         return self.query_one(f"{_MODEL_SELECT} WHERE m.id = ?", [model_id])
 
     def model_by_slug(self, project_id: str, slug: str) -> dict[str, Any] | None:
-        return self.query_one(f"{_MODEL_SELECT} WHERE m.project_id = ? AND m.slug = ?", [project_id, slug])
+        return self.query_one(
+            f"{_MODEL_SELECT} WHERE m.project_id = ? AND m.slug = ?", [project_id, slug]
+        )
 
-    def models_of_project(self, project_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    def models_of_project(
+        self, project_id: str, limit: int = 100
+    ) -> list[dict[str, Any]]:
         return self.query(
             f"{_MODEL_SELECT} WHERE m.project_id = ? ORDER BY m.created_at DESC LIMIT ?",
             [project_id, limit],
@@ -68,7 +72,9 @@ class ModelsMixin:
         with self.atomic() as db:
             db["models"].update(model_id, fields)
 
-    def record_epoch(self, model_id: str, epoch: int, metrics: dict, fitness: float | None) -> None:
+    def record_epoch(
+        self, model_id: str, epoch: int, metrics: dict, fitness: float | None
+    ) -> None:
         with self.atomic() as db:
             db["epochs"].upsert(
                 {
@@ -95,7 +101,13 @@ class ModelsMixin:
 
     def create_export(self, **fields: Any) -> dict[str, Any]:
         stamp = now()
-        row = {"id": new_id(), "status": "queued", "created_at": stamp, "updated_at": stamp, **fields}
+        row = {
+            "id": new_id(),
+            "status": "queued",
+            "created_at": stamp,
+            "updated_at": stamp,
+            **fields,
+        }
         with self.atomic() as db:
             db["exports"].insert(row)
         return self.export(row["id"])
@@ -103,7 +115,9 @@ class ModelsMixin:
     def export(self, export_id: str) -> dict[str, Any] | None:
         return self.query_one("SELECT * FROM exports WHERE id = ?", [export_id])
 
-    def exports_of(self, model_id: str, status: str | None, limit: int) -> list[dict[str, Any]]:
+    def exports_of(
+        self, model_id: str, status: str | None, limit: int
+    ) -> list[dict[str, Any]]:
         sql, params = "SELECT * FROM exports WHERE model_id = ?", [model_id]
         if status:
             sql += " AND status = ?"

@@ -31,8 +31,17 @@ def _is_local(host) -> bool:
 def _refuse(kind: str, target) -> None:
     if _LOG:
         with open(_LOG, "a") as handle:
-            handle.write(json.dumps({"pid": os.getpid(), "kind": kind, "target": repr(target),
-                                     "stack": traceback.format_stack(limit=8)}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "kind": kind,
+                        "target": repr(target),
+                        "stack": traceback.format_stack(limit=8),
+                    }
+                )
+                + "\n"
+            )
     raise OSError(errno.ENETUNREACH, f"network guard: {kind} to {target!r} refused")
 
 
