@@ -108,6 +108,14 @@ def project_json(
     return out
 
 
+def _as_int(value: Any) -> int | None:
+    """Train arguments may arrive stringified (ultralytics sends "epochs": "2")."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _metrics_summary(metrics: dict | None) -> dict[str, float]:
     """The Platform's short metric names from ultralytics' keys."""
     if not metrics:
@@ -147,8 +155,9 @@ def model_summary_json(row: dict, epoch_count: int) -> dict[str, Any]:
         out["task"] = row["task"]
     if row["train_args"]:
         out["trainArgs"] = row["train_args"]
-        if "epochs" in row["train_args"]:
-            out["epochs"] = int(row["train_args"]["epochs"])
+        epochs = _as_int(row["train_args"].get("epochs"))
+        if epochs is not None:
+            out["epochs"] = epochs
     if row["weights_size"]:
         out["file"] = {"size": row["weights_size"]}
     if row["started_at"]:
@@ -198,7 +207,7 @@ def model_json(row: dict, epochs: list[dict]) -> dict[str, Any]:
 
 def training_json(job: dict, model: dict, epochs: list[dict]) -> dict[str, Any]:
     train_args = job["args"].get("trainArgs", {})
-    total = int(train_args.get("epochs") or 0)
+    total = _as_int(train_args.get("epochs")) or 0
     current = len(epochs)
     elapsed_ms = 0
     per_epoch = 0

@@ -320,6 +320,51 @@ def test_training_from_a_local_pt(server):
     assert "from scratch" not in log
 
 
+def test_cancel_stops_training_and_keeps_weights(server):
+    sdk = server.client()
+    owner = server.owner
+    model = sdk.models.create(
+        body={"owner": owner, "project": "e2e", "model": "cancelled"}
+    )
+    sdk.training.start(
+        model_id=model["id"],
+        train_args={
+            "model": "yolo26n.yaml",
+            "data": f"ul://{owner}/datasets/sample",
+            "epochs": 300,
+            "imgsz": IMGSZ,
+        },
+    )
+    _poll(
+        lambda: _training(sdk, owner, "cancelled"),
+        lambda j: j and j["progress"]["currentEpoch"] >= 1,
+        180,
+        "first epoch",
+    )
+    assert (
+        sdk.models.delete_training(owner, "e2e", "cancelled")["status"] == "cancelled"
+    )
+    job = _poll(
+        lambda: _training(sdk, owner, "cancelled"),
+        lambda j: j["status"] != "running",
+        60,
+        "cancel",
+    )
+    assert job["status"] == "cancelled"
+    assert job["progress"]["currentEpoch"] < 300
+    detail = sdk.models.retrieve(owner, "e2e", "cancelled")["model"]
+    assert detail["status"] == "cancelled" and detail["hasWeights"] is True
+    assert _children_of(server) == []
+
+
+def _children_of(srv: Server) -> list:
+    return [
+        p
+        for p in psutil.Process(srv.proc.pid).children(recursive=True)
+        if "appliance.worker" in " ".join(p.cmdline())
+    ]
+
+
 def test_a_killed_trainer_fails_the_job_not_the_api(server):
     sdk = server.client()
     owner = server.owner

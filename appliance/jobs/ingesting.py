@@ -25,6 +25,8 @@ def run_ingest_job(queue: JobQueue, job: dict) -> None:
         job["id"],
         archive,
         options,
-        lambda percent, message: queue.progress(job["id"], percent, message),
+        lambda percent, message: queue.progress(
+            job["id"], percent, message, interruptible=True
+        ),
     )
     queue.finish(job["id"], "completed", result=summary)

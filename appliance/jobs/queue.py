@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+class JobInterrupted(Exception):
+    """Raised inside a job that must stop because the appliance is stopping."""
+
+
 class _QuietConsumer(Consumer):
     """A consumer that leaves signal handling to the server that embeds it."""
 
@@ -153,6 +157,9 @@ class JobQueue:
         logger.info("job %s (%s) started", job_id, job["kind"])
         try:
             handler(job)
+        except JobInterrupted:
+            logger.warning("job %s interrupted by shutdown", job_id)
+            self._interrupt(job, "the appliance stopped while this job was running")
         except ApplianceError as exc:
             logger.warning("job %s failed: %s", job_id, exc.message)
             self._fail(job, exc.message)
@@ -188,7 +195,13 @@ class JobQueue:
 
     # -- helpers for handlers ----------------------------------------------
 
-    def progress(self, job_id: str, percent: float, message: str) -> None:
+    def progress(
+        self, job_id: str, percent: float, message: str, *, interruptible: bool = False
+    ) -> None:
+        """Record progress. An in-process job passes interruptible=True to learn
+        here that the appliance is stopping (JobInterrupted)."""
+        if interruptible and self.children.stopping.is_set():
+            raise JobInterrupted(job_id)
         self.db.update_job(
             job_id,
             progress=round(min(max(percent, 0.0), 100.0), 1),
