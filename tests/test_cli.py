@@ -48,3 +48,51 @@ def test_unknown_user_is_an_error(tmp_path):
         text=True,
     )
     assert out.returncode == 1 and "no user named nobody" in out.stderr
+
+
+def test_first_start_prints_one_key_and_ctrl_c_stops_cleanly(tmp_path):
+    import signal
+
+    import httpx
+
+    from appliance.demo import free_port, wait_ready
+
+    home, port = tmp_path / "home", free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "appliance",
+        "serve",
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert "API key" in proc.stdout.readline()
+        key = proc.stdout.readline().strip()
+        assert re.fullmatch(r"ul_[0-9a-f]{40}", key)
+        wait_ready(f"http://127.0.0.1:{port}", key, proc)
+        summary = httpx.get(
+            f"http://127.0.0.1:{port}/api/account/summary",
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert summary.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    stored = b"".join(p.read_bytes() for p in home.glob("appliance.db*"))
+    assert len(stored) > 10_000 and key.encode() not in stored
+    # A second start makes no new key and prints none.
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", key, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert proc.stdout.read() == ""
