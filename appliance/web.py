@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from .blobs import BlobStore
 from .errors import Forbidden, Invalid, NotFound, Unauthorized
+from .ids import SLUG_RE, slugify
 from .jobs import JobQueue
 from .keys import authenticate
 from .settings import Settings
@@ -115,6 +116,25 @@ def field(
         )
         raise Invalid(f"{name} must be a {label}")
     return value
+
+
+def resource_fields(body: dict, kind: str) -> dict[str, Any]:
+    """The fields datasets and projects share, checked: slug (from `kind`, else from
+    the name), display name, description, visibility and metadata."""
+    name = field(body, "name", str) or field(body, kind, str, required=True)
+    slug = field(body, kind, str) or slugify(name)
+    if not SLUG_RE.match(slug):
+        raise Invalid(f"{kind} must be lower-case letters, digits and dashes (1-128)")
+    visibility = field(body, "visibility", str, default="private")
+    if visibility not in ("public", "private"):
+        raise Invalid("visibility must be public or private")
+    return {
+        "slug": slug,
+        "name": name.strip()[:100] or slug,
+        "description": field(body, "description", str, default=""),
+        "visibility": visibility,
+        "metadata": field(body, "metadata", dict, default={}),
+    }
 
 
 # -- who is calling ----------------------------------------------------------

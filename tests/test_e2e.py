@@ -323,24 +323,7 @@ def test_training_from_a_local_pt(server):
 def test_cancel_stops_training_and_keeps_weights(server):
     sdk = server.client()
     owner = server.owner
-    model = sdk.models.create(
-        body={"owner": owner, "project": "e2e", "model": "cancelled"}
-    )
-    sdk.training.start(
-        model_id=model["id"],
-        train_args={
-            "model": "yolo26n.yaml",
-            "data": f"ul://{owner}/datasets/sample",
-            "epochs": 300,
-            "imgsz": IMGSZ,
-        },
-    )
-    _poll(
-        lambda: _training(sdk, owner, "cancelled"),
-        lambda j: j and j["progress"]["currentEpoch"] >= 1,
-        180,
-        "first epoch",
-    )
+    _long_training(sdk, owner, "cancelled")
     assert (
         sdk.models.delete_training(owner, "e2e", "cancelled")["status"] == "cancelled"
     )
@@ -357,6 +340,25 @@ def test_cancel_stops_training_and_keeps_weights(server):
     assert _children_of(server) == []
 
 
+def _long_training(sdk: Platform, owner: str, name: str) -> dict:
+    """Start a 300-epoch run and return its model once the first epoch is done."""
+    model = sdk.models.create(body={"owner": owner, "project": "e2e", "model": name})
+    train_args = {
+        "model": "yolo26n.yaml",
+        "data": f"ul://{owner}/datasets/sample",
+        "epochs": 300,
+        "imgsz": IMGSZ,
+    }
+    sdk.training.start(model_id=model["id"], train_args=train_args)
+    _poll(
+        lambda: _training(sdk, owner, name),
+        lambda j: j and j["progress"]["currentEpoch"] >= 1,
+        180,
+        "first epoch",
+    )
+    return model
+
+
 def _children_of(srv: Server) -> list:
     return [
         p
@@ -368,24 +370,7 @@ def _children_of(srv: Server) -> list:
 def test_a_killed_trainer_fails_the_job_not_the_api(server):
     sdk = server.client()
     owner = server.owner
-    model = sdk.models.create(
-        body={"owner": owner, "project": "e2e", "model": "killed"}
-    )
-    sdk.training.start(
-        model_id=model["id"],
-        train_args={
-            "model": "yolo26n.yaml",
-            "data": f"ul://{owner}/datasets/sample",
-            "epochs": 300,
-            "imgsz": IMGSZ,
-        },
-    )
-    _poll(
-        lambda: _training(sdk, owner, "killed"),
-        lambda j: j and j["status"] == "running",
-        120,
-        "start",
-    )
+    _long_training(sdk, owner, "killed")
     trainer = _trainer_process(server)
     trainer.kill()  # as the out-of-memory killer would
     job = _poll(
@@ -401,24 +386,7 @@ def test_a_killed_trainer_fails_the_job_not_the_api(server):
 def test_sigterm_interrupts_running_training_and_frees_the_trainer(server):
     sdk = server.client()
     owner = server.owner
-    model = sdk.models.create(
-        body={"owner": owner, "project": "e2e", "model": "interrupted"}
-    )
-    sdk.training.start(
-        model_id=model["id"],
-        train_args={
-            "model": "yolo26n.yaml",
-            "data": f"ul://{owner}/datasets/sample",
-            "epochs": 300,
-            "imgsz": IMGSZ,
-        },
-    )
-    _poll(
-        lambda: _training(sdk, owner, "interrupted"),
-        lambda j: j and j["progress"]["currentEpoch"] >= 1,
-        180,
-        "first epoch",
-    )
+    model = _long_training(sdk, owner, "interrupted")
     trainer = _trainer_process(server)
     assert server.stop(signal.SIGTERM) == 0
     assert not trainer.is_running() or trainer.status() == psutil.STATUS_ZOMBIE

@@ -87,35 +87,27 @@ class JobQueue:
                 )
 
     def _interrupt(self, job: dict, message: str) -> None:
-        self.finish(
-            job["id"], "interrupted", error={"message": message, "code": "interrupted"}
-        )
+        self._end_badly(job, "interrupted", message, "interrupted")
+
+    def _fail(self, job: dict, message: str) -> None:
+        self._end_badly(job, "failed", message, "training_failed")
+
+    def _end_badly(self, job: dict, status: str, message: str, code: str) -> None:
+        """End a job as failed or interrupted, and say so on what it was working on."""
+        self.finish(job["id"], status, error={"message": message, "code": code})
         stamp = now()
+        subject = job["subject_id"]
         if job["kind"] == "train":
-            self.db.update_model(
-                job["subject_id"],
-                status="failed",
-                training_error={
-                    "message": message,
-                    "code": "interrupted",
-                    "timestamp": stamp,
-                },
-            )
+            error = {"message": message, "code": code, "timestamp": stamp}
+            self.db.update_model(subject, status="failed", training_error=error)
         elif job["kind"] == "ingest":
-            self.db.update_dataset(
-                job["subject_id"],
-                status="failed",
-                processing_error={
-                    "message": f"{message}; ingest again to retry",
-                    "timestamp": stamp,
-                },
-            )
+            if status == "interrupted":
+                message += "; ingest again to retry"
+            error = {"message": message, "timestamp": stamp}
+            self.db.update_dataset(subject, status="failed", processing_error=error)
         elif job["kind"] == "export":
-            self.db.update_export(
-                job["subject_id"],
-                status="failed",
-                error={"message": message, "timestamp": stamp},
-            )
+            error = {"message": message, "timestamp": stamp}
+            self.db.update_export(subject, status="failed", error=error)
 
     # -- submitting --------------------------------------------------------
 
@@ -166,32 +158,6 @@ class JobQueue:
         except Exception as exc:
             logger.exception("job %s crashed", job_id)
             self._fail(job, f"internal error: {exc.__class__.__name__}: {exc}")
-
-    def _fail(self, job: dict, message: str) -> None:
-        self.finish(job["id"], "failed", error={"message": message})
-        stamp = now()
-        if job["kind"] == "train":
-            self.db.update_model(
-                job["subject_id"],
-                status="failed",
-                training_error={
-                    "message": message,
-                    "code": "training_failed",
-                    "timestamp": stamp,
-                },
-            )
-        elif job["kind"] == "ingest":
-            self.db.update_dataset(
-                job["subject_id"],
-                status="failed",
-                processing_error={"message": message, "timestamp": stamp},
-            )
-        elif job["kind"] == "export":
-            self.db.update_export(
-                job["subject_id"],
-                status="failed",
-                error={"message": message, "timestamp": stamp},
-            )
 
     # -- helpers for handlers ----------------------------------------------
 

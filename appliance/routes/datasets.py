@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from ..ids import SLUG_RE, is_id, slugify
+from ..ids import is_id
 from ..serialize import dataset_json, image_json
 from ..store._datasets import IMAGE_SORTS
 from ..vision import TASKS
@@ -24,6 +24,7 @@ from ..web import (
     q_int,
     reply,
     require_user,
+    resource_fields,
     services,
     visible_owner,
 )
@@ -62,29 +63,17 @@ def editable_dataset(request: Request, owner: str, slug: str | None = None) -> d
 async def create(request: Request):
     body = await json_body(request)
     owner = owner_for_write(request, field(body, "owner", str))
-    name = field(body, "name", str) or field(body, "dataset", str, required=True)
-    slug = field(body, "dataset", str) or slugify(name)
-    if not SLUG_RE.match(slug):
-        raise Invalid("dataset must be lower-case letters, digits and dashes (1-128)")
+    fields = resource_fields(body, "dataset")
     task = field(body, "task", str, default="detect")
     if task not in TASKS:
         raise Invalid(f"task must be one of: {', '.join(TASKS)}")
-    visibility = field(body, "visibility", str, default="private")
-    if visibility not in VISIBILITIES:
-        raise Invalid("visibility must be public or private")
     class_names = field(body, "classNames", list, default=[])
     if not all(isinstance(n, str) for n in class_names):
         raise Invalid("classNames must be a list of strings")
+    slug = fields["slug"]
     try:
         row = services(request).db.create_dataset(
-            owner_id=owner["id"],
-            slug=slug,
-            name=name.strip()[:100] or slug,
-            description=field(body, "description", str, default=""),
-            task=task,
-            visibility=visibility,
-            class_names=class_names,
-            metadata=field(body, "metadata", dict, default={}),
+            owner_id=owner["id"], task=task, class_names=class_names, **fields
         )
     except sqlite3.IntegrityError:
         raise Conflict(f"Dataset {owner['username']}/{slug} already exists") from None

@@ -7,8 +7,8 @@ import sqlite3
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ..errors import Conflict, Invalid, NotFound
-from ..ids import SLUG_RE, is_id, slugify
+from ..errors import Conflict, NotFound
+from ..ids import is_id
 from ..serialize import model_summary_json, project_json
 from ..web import (
     can_see,
@@ -17,6 +17,7 @@ from ..web import (
     owner_for_write,
     q_int,
     reply,
+    resource_fields,
     services,
     visible_owner,
 )
@@ -42,22 +43,10 @@ def _model_count(request: Request, project_id: str) -> int:
 async def create(request: Request):
     body = await json_body(request)
     owner = owner_for_write(request, field(body, "owner", str))
-    name = field(body, "name", str) or field(body, "project", str, required=True)
-    slug = field(body, "project", str) or slugify(name)
-    if not SLUG_RE.match(slug):
-        raise Invalid("project must be lower-case letters, digits and dashes (1-128)")
-    visibility = field(body, "visibility", str, default="private")
-    if visibility not in ("public", "private"):
-        raise Invalid("visibility must be public or private")
+    fields = resource_fields(body, "project")
+    slug = fields["slug"]
     try:
-        row = services(request).db.create_project(
-            owner_id=owner["id"],
-            slug=slug,
-            name=name.strip()[:100] or slug,
-            description=field(body, "description", str, default=""),
-            visibility=visibility,
-            metadata=field(body, "metadata", dict, default={}),
-        )
+        row = services(request).db.create_project(owner_id=owner["id"], **fields)
     except sqlite3.IntegrityError:
         raise Conflict(f"Project {owner['username']}/{slug} already exists") from None
     return reply(
