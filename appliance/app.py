@@ -142,6 +142,9 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
         },
         lifespan=lifespan,
     )
+    # A trailing slash is a 404 like any unknown path, never a redirect built
+    # from the Host header.
+    app.router.redirect_slashes = False
     app.state.services = services
     app.state.key_touched = {}
     return app

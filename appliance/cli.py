@@ -52,9 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .server import configure_logging
+    from .server import StartupError, configure_logging
+    from .settings import SettingsError
 
     configure_logging(args.log_level)
+    try:
+        return _run(args)
+    except (SettingsError, StartupError) as exc:
+        sys.stderr.write(f"appliance: {exc}\n")
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from .server import serve
 

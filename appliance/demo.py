@@ -59,12 +59,19 @@ def wait_ready(
 def local_appliance(home: Path) -> Iterator[tuple[str, str]]:
     """An appliance on a free loopback port under `home`, and a fresh API key."""
     from .keys import create_key
-    from .server import ensure_owner
+    from .server import ensure_owner, lock_home
     from .store import Database
 
     settings = load_settings(home=str(home))
+    settings.home.mkdir(parents=True, exist_ok=True)
+    lock_home(settings.home).close()  # fails clearly if an appliance already runs here
     owner, key = ensure_owner(settings)
-    if key is None:
+    if key is not None:
+        sys.stdout.write(
+            f"Created owner account '{owner['username']}' in {settings.home}."
+            f" API key (shown once, keep it safe):\n{key}\n"
+        )
+    else:
         db = Database(settings.db_path)
         key = create_key(db, owner["id"], "demo")
         db.close()
@@ -300,8 +307,7 @@ def _demo(
         console.print(table)
         note.append(f"{len(detections)} detections")
         if not detections:
-            console.print("[red]no detections[/red]")
-            return 1
+            console.print("[yellow]no detections: train longer (--epochs)[/yellow]")
 
     with steps.step("export ONNX and load it") as note:
         export = client.exports.create(
@@ -330,7 +336,7 @@ def _demo(
         summary.add_row(title, f"{seconds:.1f}", text)
     summary.add_row("total", f"{sum(t for _, t, _ in steps.times):.1f}", "")
     console.print(summary)
-    return 0
+    return 0 if detections else 1
 
 
 def check_onnx(path: Path, imgsz: int) -> list[tuple[int, ...]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from datetime import UTC, datetime
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -11,6 +12,34 @@ _SLUG_STRIP = re.compile(r"[^a-z0-9\s-]")
 _SLUG_DASHES = re.compile(r"[\s_-]+")
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,126}[a-z0-9])?$")
 ID_RE = re.compile(r"^[A-Za-z0-9]{20}$")
+USERNAME_RE = re.compile(r"^[a-z0-9](?:-?[a-z0-9]){1,38}$")
+#: Words that are route segments; a user by one of these names would shadow them.
+RESERVED_NAMES = frozenset(
+    {
+        "api",
+        "admin",
+        "ingest",
+        "images",
+        "bulk",
+        "urls",
+        "completed",
+        "create",
+        "me",
+        "explore",
+        "settings",
+        "new",
+        "files",
+        "uploads",
+        "datasets",
+        "projects",
+        "models",
+        "teams",
+        "members",
+        "invites",
+        "jobs",
+        "trash",
+    }
+)
 
 
 def new_id() -> str:
@@ -26,9 +55,21 @@ def is_id(value: str) -> bool:
     return bool(ID_RE.match(value)) and any(c.isupper() for c in value)
 
 
+def check_username(name: str) -> str | None:
+    """Why a username is not allowed, or None when it is. Usernames are lower-case,
+    so they can never be taken for a resource id (ids always hold a capital)."""
+    if not USERNAME_RE.match(name):
+        return "usernames are 2-39 lower-case letters, digits and single dashes"
+    if name in RESERVED_NAMES:
+        return f"{name!r} is reserved"
+    return None
+
+
 def slugify(text: str) -> str:
-    """The Platform's slug rule: lower case, [a-z0-9-], dashes collapsed, ≤128."""
-    slug = _SLUG_STRIP.sub("", text.lower().strip())
+    """The Platform's slug rule: lower case, [a-z0-9-], dashes collapsed, ≤128.
+    Accents are folded first, so "Café" gives "cafe" rather than "caf"."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = _SLUG_STRIP.sub("", folded.lower().strip())
     slug = _SLUG_DASHES.sub("-", slug).strip("-")
     return slug[:128].strip("-")
 

@@ -5,15 +5,21 @@ lifespan exit stops the job children and marks their jobs interrupted."""
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import logging
+import os
 import signal
+import socket
 import sys
+from pathlib import Path
+from typing import IO
 
 import uvicorn
 
 from . import vision
 from .app import create_app
+from .ids import check_username
 from .keys import create_key
 from .settings import Settings
 from .store import Database
@@ -38,7 +44,7 @@ def default_owner_name() -> str:
     except (KeyError, OSError):
         name = ""
     clean = "".join(c for c in name if c.isalnum() or c == "-").strip("-")
-    return clean if len(clean) >= 2 else "admin"
+    return clean if check_username(clean) is None else "owner"
 
 
 def ensure_owner(
@@ -56,8 +62,53 @@ def ensure_owner(
         db.close()
 
 
+class StartupError(Exception):
+    """The appliance cannot start; the message says why, for the operator."""
+
+
+def lock_home(home: Path) -> IO[str]:
+    """Hold an exclusive lock on the data home for this process's lifetime: two
+    appliances on one home would each take the other's jobs for crashed ones."""
+    handle = open(home / "appliance.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StartupError(
+            f"{home} is already in use by an appliance ({holder}); stop it, or use"
+            " another --home"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {host}:{port}: {exc.strerror}"
+            ) from None
+
+
 def serve(settings: Settings, owner: str | None = None) -> None:
-    settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot use {settings.home} as the data home: {exc.strerror}"
+        ) from None
+    if owner is not None and (reason := check_username(owner)):
+        raise StartupError(f"--owner {owner!r}: {reason}")
+    lock = lock_home(settings.home)
+    check_port(settings.host, settings.port)
     vision.apply_offline_environment(settings.home)
     user, key = ensure_owner(settings, owner)
     if key:
@@ -85,3 +136,4 @@ def serve(settings: Settings, owner: str | None = None) -> None:
     server.run()
     if received:
         logger.info("stopped by %s", signal.Signals(received[0]).name)
+    lock.close()

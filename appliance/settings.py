@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -67,8 +69,25 @@ class Settings:
         return replace(self, **clean)
 
 
+class SettingsError(ValueError):
+    """A setting has a value the appliance cannot use."""
+
+
+_DEVICE = re.compile(r"^(auto|cpu|\d+(,\d+)*)$")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+
+
 def load_settings(
-    environ: dict[str, str] | None = None, **overrides: object
+    environ: Mapping[str, str] | None = None, **overrides: object
 ) -> Settings:
     """Read APPLIANCE_* variables, then apply CLI overrides (None means unset)."""
     env = os.environ if environ is None else environ
@@ -76,9 +95,18 @@ def load_settings(
     settings = Settings(
         home=home,
         host=env.get("APPLIANCE_HOST", "127.0.0.1"),
-        port=int(env.get("APPLIANCE_PORT", "8000")),
+        port=_int(env, "APPLIANCE_PORT", 8000),
         public_url=env.get("APPLIANCE_PUBLIC_URL") or None,
-        workers=int(env.get("APPLIANCE_WORKERS", "2")),
+        workers=_int(env, "APPLIANCE_WORKERS", 2),
         device=env.get("APPLIANCE_DEVICE", "auto"),
-    )
-    return settings.with_overrides(**overrides)
+    ).with_overrides(**overrides)
+    if not 1 <= settings.port <= 65535:
+        raise SettingsError(f"port must be between 1 and 65535, not {settings.port}")
+    if not 1 <= settings.workers <= 64:
+        raise SettingsError(f"workers must be between 1 and 64, not {settings.workers}")
+    if not _DEVICE.match(settings.device):
+        raise SettingsError(
+            "device must be auto, cpu or CUDA indices such as 0 or 0,1,"
+            f" not {settings.device!r}"
+        )
+    return settings

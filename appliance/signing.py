@@ -48,7 +48,11 @@ class Signer:
     def verify(
         self, method: str, path: str, expires: str | None, signature: str | None
     ) -> bool:
-        if not expires or not signature or not expires.isdigit():
+        if (
+            not expires
+            or not signature
+            or not (expires.isascii() and expires.isdigit())
+        ):
             return False
         if int(expires) < time.time():
             return False

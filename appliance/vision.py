@@ -51,6 +51,9 @@ def offline_environment(home: Path) -> dict[str, str]:
         "PIP_NO_INDEX": "1",
         "HF_HUB_OFFLINE": "1",
         "ULTRALYTICS_API_KEY": "",
+        # Libraries that keep caches under ~ (ONNX Runtime, OpenVINO) keep them here.
+        "HOME": str(home / "cache" / "home"),
+        "XDG_CACHE_HOME": str(home / "cache"),
     }
 
 
@@ -60,6 +63,7 @@ def prepare_offline(home: Path) -> None:
     config = home / "ultralytics" / "Ultralytics"
     config.mkdir(parents=True, exist_ok=True)
     (home / "cache" / "matplotlib").mkdir(parents=True, exist_ok=True)
+    (home / "cache" / "home").mkdir(parents=True, exist_ok=True)
     font = _bundled_font()
     for name in ("Arial.ttf", "Arial.Unicode.ttf"):
         target = config / name

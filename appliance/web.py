@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .blobs import BlobStore
-from .errors import Forbidden, Invalid, NotFound, Unauthorized
-from .ids import SLUG_RE, slugify
+from .errors import Forbidden, Invalid, NotFound, TooLarge, Unauthorized
+from .ids import SLUG_RE, new_id, slugify
 from .jobs import JobQueue
 from .keys import authenticate
 from .settings import Settings
@@ -42,13 +43,30 @@ def reply(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
 
 
+#: The largest JSON body any route accepts; files travel by signed upload instead.
+MAX_JSON_BYTES = 2 * 1024 * 1024
+
+
+def _no_constants(name: str) -> None:
+    raise Invalid(f"{name} is not a number JSON allows")
+
+
 async def json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    """The request's JSON object, read with a size cap; NaN, Infinity and absurd
+    nesting are refused as bad requests."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise TooLarge(f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_JSON_BYTES:
+            raise TooLarge(f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError:
+        body = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
         raise Invalid("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Invalid("request body must be a JSON object")
@@ -93,6 +111,16 @@ def q_choice(
     return raw
 
 
+_KIND_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    list: "a list",
+    dict: "an object",
+}
+
+
 def field(
     body: dict,
     name: str,
@@ -101,37 +129,57 @@ def field(
     required: bool = False,
     default: Any = None,
 ) -> Any:
+    """One field of a JSON body, type-checked (a bool is not a number, and numbers
+    must be finite)."""
     value = body.get(name)
     if value is None:
         if required:
             raise Invalid(f"{name} is required")
         return default
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise Invalid(f"{name} must be a number")
-    if not isinstance(value, kind):
-        label = (
-            kind.__name__
-            if isinstance(kind, type)
-            else " or ".join(k.__name__ for k in kind)
-        )
-        raise Invalid(f"{name} must be a {label}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    numeric = any(k in (int, float) for k in kinds)
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        label = " or ".join(_KIND_NAMES.get(k, k.__name__) for k in kinds)
+        raise Invalid(f"{name} must be {label}")
+    if numeric and isinstance(value, float) and not math.isfinite(value):
+        raise Invalid(f"{name} must be a finite number")
     return value
 
 
+def display_name(value: Any, label: str = "name") -> str:
+    """A display name as the contract allows it: 1-100 characters, not blank, no
+    control characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"{label} is required and must not be blank")
+    if len(value) > 100:
+        raise Invalid(f"{label} must be at most 100 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise Invalid(f"{label} must not contain control characters")
+    return value.strip()
+
+
 def resource_fields(body: dict, kind: str) -> dict[str, Any]:
-    """The fields datasets and projects share, checked: slug (from `kind`, else from
-    the name), display name, description, visibility and metadata."""
-    name = field(body, "name", str) or field(body, kind, str, required=True)
-    slug = field(body, kind, str) or slugify(name)
+    """The fields datasets and projects share, checked: slug (`kind`, or `slug`, else
+    made from the name), display name, description, visibility and metadata."""
+    name = display_name(body.get("name"))
+    given = field(body, kind, str) or field(body, "slug", str)
+    slug = given or slugify(name)
     if not SLUG_RE.match(slug):
-        raise Invalid(f"{kind} must be lower-case letters, digits and dashes (1-128)")
+        if given:
+            raise Invalid(
+                f"{kind} must be lower-case letters, digits and dashes (1-128)"
+            )
+        slug = f"{kind}-{new_id()[:8].lower()}"
     visibility = field(body, "visibility", str, default="private")
     if visibility not in ("public", "private"):
         raise Invalid("visibility must be public or private")
+    description = field(body, "description", str, default="")
+    if len(description) > 1000:
+        raise Invalid("description must be at most 1000 characters")
     return {
         "slug": slug,
-        "name": name.strip()[:100] or slug,
-        "description": field(body, "description", str, default=""),
+        "name": name,
+        "description": description,
         "visibility": visibility,
         "metadata": field(body, "metadata", dict, default={}),
     }

@@ -3,8 +3,10 @@ variables below are set before anything can import it."""
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="appliance-tests-"))
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 os.environ.update(
     {
         "YOLO_OFFLINE": "1",

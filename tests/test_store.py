@@ -25,7 +25,9 @@ def test_database_is_wal_and_migrated_once(tmp_path):
         "exports",
     } <= tables
     Database(tmp_path / "a.db")  # a second open applies nothing twice
-    assert db.scalar("SELECT count(*) FROM migrations") == 1
+    from appliance.store._schema import MIGRATIONS
+
+    assert db.scalar("SELECT count(*) FROM migrations") == len(MIGRATIONS)
 
 
 def test_atomic_rolls_back_everything_on_error(tmp_path):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import tarfile
 import time
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,8 @@ from .layout import IMAGE_SUFFIXES, YAML_SUFFIXES, discover
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
+MAX_IMAGE_BYTES = 100 * 1024**2
+MAX_LABEL_BYTES = 16 * 1024**2
 
 
 @dataclass
@@ -38,6 +43,8 @@ class IngestOptions:
 class _Run:
     report: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
+    #: Hashes whose existing images this ingest replaces (conflictPolicy=replace).
+    replaced: set[str] = field(default_factory=set)
 
     def verdict(
         self,
@@ -56,11 +63,13 @@ def _merge_classes(
 ) -> tuple[list[str], dict[int, int]]:
     """Map the archive's class indices onto the dataset's, by name, appending new names."""
     names = list(existing)
+    position = {name: i for i, name in enumerate(names)}
     mapping: dict[int, int] = {}
     for index, name in enumerate(incoming):
-        if name not in names:
+        if name not in position:
+            position[name] = len(names)
             names.append(name)
-        mapping[index] = names.index(name)
+        mapping[index] = position[name]
     return names, mapping
 
 
@@ -129,7 +138,9 @@ def run_ingest(
             "timestamp": now(),
         }
     progress(95.0, "saving")
-    db.replace_images(dataset_id, run.rows, run.report, job_id, **fields)
+    db.replace_images(
+        dataset_id, run.rows, run.report, job_id, remove=run.replaced, **fields
+    )
     logger.info("ingest %s into %s: %s", job_id, dataset_id, summary)
     return summary
 
@@ -161,25 +172,49 @@ def _report_other_files(run: _Run, names: list[str], layout) -> None:
             )
 
 
+def _read(archive: Archive, name: str, limit: int) -> bytes:
+    """A member's bytes; a damaged or oversized member is that file's problem only."""
+    size = archive.members[name].size
+    if size > limit:
+        raise _MemberError("file_too_large", f"{size} bytes; the limit is {limit}")
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise _MemberError(
+            "unreadable_member", f"damaged in the archive: {exc}"
+        ) from None
+    except Invalid as exc:
+        raise _MemberError("file_too_large", exc.message) from None
+
+
+class _MemberError(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 def _ingest_item(
     run, archive, blobs, item, class_count, mapping, known, options
 ) -> None:
     try:
-        image = normalise(archive.read(item.image))
-    except ImageRejected as exc:
+        image = normalise(_read(archive, item.image, MAX_IMAGE_BYTES))
+        label_text = None
+        if item.label is not None:
+            label_text = _read(archive, item.label, MAX_LABEL_BYTES).decode(
+                "utf-8", "replace"
+            )
+    except (_MemberError, ImageRejected) as exc:
         run.verdict(item.image, "rejected", exc.reason, exc.detail)
         return
     labels = None
     fixes = list(image.fixes)
-    if item.label is not None:
+    if label_text is not None:
         try:
-            parsed = parse_detect(
-                archive.read(item.label).decode("utf-8", "replace"), class_count
-            )
+            parsed = parse_detect(label_text, class_count)
         except LabelError as exc:
-            run.verdict(
-                item.image, "rejected", exc.reason, f"{item.label}: {exc.detail}"
-            )
+            detail = f"{item.label}: {exc.detail}"
+            run.verdict(item.image, "rejected", exc.reason, detail)
             return
         labels = [
             {**lab, "classId": mapping.get(lab["classId"], lab["classId"])}
@@ -187,14 +222,14 @@ def _ingest_item(
         ]
         fixes += parsed.fixes
     digest, _ = blobs.put_image(image.data, image.ext)
-    if digest in known and options.conflict_policy == "skip":
-        run.verdict(
-            item.image,
-            "rejected",
-            "duplicate",
-            f"identical image already in the dataset ({digest})",
-        )
-        return
+    if digest in known:
+        if options.conflict_policy == "skip":
+            detail = f"identical image already in the dataset ({digest})"
+            run.verdict(item.image, "rejected", "duplicate", detail)
+            return
+        if options.conflict_policy == "replace":
+            run.replaced.add(digest)
+            fixes.append("replaced the identical image already in the dataset")
     known.add(digest)
     run.rows.append(
         {

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from .layout import MAX_CLASSES
 
 #: Coordinates may overshoot [0, 1] by this much (rounding in exporters); they are
 #: clipped and the file is reported as fixed.
@@ -31,12 +34,17 @@ def _class_id(token: str, line_no: int, class_count: int | None) -> int:
         raise LabelError(
             "malformed_row", f"line {line_no}: class {token!r} is not a number"
         ) from None
-    if value != int(value) or value < 0:
+    if not math.isfinite(value) or value != int(value) or value < 0:
         raise LabelError(
             "malformed_row",
             f"line {line_no}: class {token!r} is not a non-negative integer",
         )
     cls = int(value)
+    if class_count is None and cls >= MAX_CLASSES:
+        raise LabelError(
+            "class_out_of_range",
+            f"line {line_no}: class {cls} is over the limit of {MAX_CLASSES}",
+        )
     if class_count is not None and cls >= class_count:
         raise LabelError(
             "class_out_of_range",
@@ -52,8 +60,10 @@ def _coords(tokens: list[str], line_no: int) -> tuple[list[float], bool]:
         raise LabelError(
             "malformed_row", f"line {line_no}: coordinates must be numbers"
         ) from None
-    if any(v != v for v in values):
-        raise LabelError("malformed_row", f"line {line_no}: NaN coordinate")
+    if not all(math.isfinite(v) for v in values):
+        raise LabelError(
+            "malformed_row", f"line {line_no}: coordinates must be finite numbers"
+        )
     if max(values) > 1.5:
         raise LabelError(
             "pixel_coordinates",

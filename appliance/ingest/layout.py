@@ -21,6 +21,9 @@ _SPLIT_ALIASES = {
     "test": "test",
 }
 MAX_ROOT_DEPTH = 1
+#: The contract's ceiling on classes per dataset, and a sane length for one name.
+MAX_CLASSES = 25_000
+MAX_NAME_LENGTH = 256
 
 
 @dataclass
@@ -75,28 +78,55 @@ def parse_names(doc: Any) -> list[str]:
     raw = doc.get("names")
     if isinstance(raw, dict):
         try:
-            indexed = {int(k): str(v) for k, v in raw.items()}
+            indexed = {int(k): _name(v) for k, v in raw.items()}
         except (TypeError, ValueError) as exc:
             raise Invalid("data.yaml names keys must be integers") from exc
-        if indexed and min(indexed) < 0:
-            raise Invalid("data.yaml names keys must not be negative")
+        if indexed and (min(indexed) < 0 or max(indexed) >= MAX_CLASSES):
+            raise Invalid(
+                f"data.yaml names keys must be between 0 and {MAX_CLASSES - 1}"
+            )
         size = max(indexed) + 1 if indexed else 0
         names = [indexed.get(i, f"class{i}") for i in range(size)]
     elif isinstance(raw, list):
-        names = [str(v) for v in raw]
+        if len(raw) > MAX_CLASSES:
+            raise Invalid(
+                f"data.yaml lists {len(raw)} classes; the limit is {MAX_CLASSES}"
+            )
+        names = [_name(v) for v in raw]
     elif raw is None:
         names = []
     else:
         raise Invalid("data.yaml names must be a list or a mapping")
     nc = doc.get("nc")
     if nc is not None:
-        if not isinstance(nc, int) or nc < 0:
-            raise Invalid(f"data.yaml nc must be a non-negative integer, got {nc!r}")
+        if not isinstance(nc, int) or isinstance(nc, bool) or nc < 0:
+            raise Invalid(
+                f"data.yaml nc must be a non-negative integer, got {str(nc)[:40]!r}"
+            )
+        if nc > MAX_CLASSES:
+            raise Invalid(
+                f"data.yaml nc: {nc} is over the limit of {MAX_CLASSES} classes"
+            )
         if not names:
             names = [f"class{i}" for i in range(nc)]
         elif nc != len(names):
             raise Invalid(f"data.yaml says nc: {nc} but lists {len(names)} names")
+    if len(names) > MAX_CLASSES:
+        raise Invalid(
+            f"data.yaml lists {len(names)} classes; the limit is {MAX_CLASSES}"
+        )
+    for name in names:
+        if not name.strip() or len(name) > MAX_NAME_LENGTH:
+            raise Invalid(
+                f"data.yaml class names must be 1-{MAX_NAME_LENGTH} characters"
+            )
     return names
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise Invalid("data.yaml class names must be plain text")
+    return str(value)
 
 
 def _split_of(relative: str, yaml_splits: dict[str, str]) -> str:

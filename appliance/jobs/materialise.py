@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -53,8 +54,25 @@ def materialise(
     data_yaml = target / "data.yaml"
     if data_yaml.exists():
         return data_yaml, digest
-    staging = target.with_name(digest + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    (root / dataset_id).mkdir(parents=True, exist_ok=True)
+    # A private staging folder, renamed into place at the end: two jobs laying out
+    # the same version never see each other's half-built folder.
+    staging = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=root / dataset_id))
+    try:
+        _lay_out(blobs, images, dataset, staging, target)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not data_yaml.exists():
+                raise  # not a lost race: a real failure
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return data_yaml, digest
+
+
+def _lay_out(
+    blobs: BlobStore, images: list[dict], dataset: dict, staging: Path, target: Path
+) -> None:
     splits = set()
     for image in images:
         split = image["split"]
@@ -84,6 +102,3 @@ def materialise(
     if "train" not in splits and "val" not in splits:
         raise Invalid("the dataset has no train or val images")
     (staging / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return data_yaml, digest

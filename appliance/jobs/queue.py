@@ -90,7 +90,7 @@ class JobQueue:
         self._end_badly(job, "interrupted", message, "interrupted")
 
     def _fail(self, job: dict, message: str) -> None:
-        self._end_badly(job, "failed", message, "training_failed")
+        self._end_badly(job, "failed", message, f"{job['kind']}_failed")
 
     def _end_badly(self, job: dict, status: str, message: str, code: str) -> None:
         """End a job as failed or interrupted, and say so on what it was working on."""
@@ -103,8 +103,11 @@ class JobQueue:
         elif job["kind"] == "ingest":
             if status == "interrupted":
                 message += "; ingest again to retry"
+            # A dataset that had images before keeps them, and stays usable.
+            had_images = self.db.dataset_stats(subject).get("images", 0) > 0
             error = {"message": message, "timestamp": stamp}
-            self.db.update_dataset(subject, status="failed", processing_error=error)
+            status = "ready" if had_images else "failed"
+            self.db.update_dataset(subject, status=status, processing_error=error)
         elif job["kind"] == "export":
             error = {"message": message, "timestamp": stamp}
             self.db.update_export(subject, status="failed", error=error)

@@ -87,8 +87,10 @@ def run_training(queue: JobQueue, job: dict) -> None:
     )
     done = result.last("done")
     weights = _keep_weights(queue, model_id, workdir, done)
-    if done and result.returncode == 0 and not result.stopped:
-        status = "cancelled" if done.get("cancelled") else "completed"
+    finished = done and result.returncode == 0 and result.stopped != "shutdown"
+    if finished:
+        cancelled = done.get("cancelled") or result.stopped == "cancelled"
+        status = "cancelled" if cancelled else "completed"
         db.update_model(
             model_id,
             status=status,

@@ -54,6 +54,7 @@ def find_dataset(request: Request, owner: str, slug: str | None = None) -> dict:
 
 
 def editable_dataset(request: Request, owner: str, slug: str | None = None) -> dict:
+    require_user(request)
     row = find_dataset(request, owner, slug)
     if not can_edit(request, row["owner_id"]):
         raise Forbidden("You cannot change this dataset")
@@ -61,6 +62,7 @@ def editable_dataset(request: Request, owner: str, slug: str | None = None) -> d
 
 
 async def create(request: Request):
+    require_user(request)
     body = await json_body(request)
     owner = owner_for_write(request, field(body, "owner", str))
     fields = resource_fields(body, "dataset")
@@ -127,9 +129,18 @@ async def _start_ingest(request: Request, dataset: dict, body: dict):
             "this appliance is offline: ingest from an uploaded archive (sessionId)"
         )
     session_id = field(body, "sessionId", str, required=True)
-    session = finish_upload(request, session_id, user)
-    if session["asset_type"] != "datasets":
+    pending = svc.db.upload(session_id)
+    if (
+        pending
+        and pending["user_id"] == user["id"]
+        and pending["asset_type"] != "datasets"
+    ):
         raise Invalid("this upload session is not a dataset upload")
+    session = finish_upload(request, session_id, user)
+    if session["filename"].lower().endswith(".ndjson"):
+        raise Invalid(
+            "NDJSON ingest is not supported by this appliance yet; upload a zip or tar"
+        )
     policy = field(body, "conflictPolicy", str, default="skip")
     if policy not in CONFLICT_POLICIES:
         raise Invalid(f"conflictPolicy must be one of: {', '.join(CONFLICT_POLICIES)}")
@@ -159,9 +170,17 @@ async def ingest(request: Request):
 
 
 async def ingest_by_id(request: Request):
+    require_user(request)
     body = await json_body(request)
     dataset_id = field(body, "datasetId", str, required=True)
     return await _start_ingest(request, editable_dataset(request, dataset_id), body)
+
+
+def _search(request: Request) -> str | None:
+    value = request.query_params.get("search") or None
+    if value is not None and len(value) > 200:
+        raise Invalid("search must be at most 200 characters")
+    return value
 
 
 async def images(request: Request):
@@ -176,7 +195,7 @@ async def images(request: Request):
         split=q_choice(request, "split", SPLITS, None),
         has_label=q_bool(request, "hasLabel", None),
         has_error=q_bool(request, "hasError", None),
-        search=request.query_params.get("search") or None,
+        search=_search(request),
         sort=q_choice(request, "sort", IMAGE_SORTS, "newest"),
         limit=limit,
         offset=offset,

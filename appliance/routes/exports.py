@@ -54,7 +54,10 @@ _ARG_TYPES = {
 
 
 def _check_format(name: str) -> None:
-    if name in UNAVAILABLE or name not in FORMATS:
+    if name not in FORMATS and name not in UNAVAILABLE:
+        known = ", ".join(sorted(FORMATS) + sorted(UNAVAILABLE))
+        raise Invalid(f"unknown format {name!r}; formats are: {known}")
+    if name in UNAVAILABLE:
         raise Invalid(
             f"format {name} needs a vendor toolkit or hardware this appliance does not have"
         )
@@ -76,10 +79,13 @@ def _check_args(args: dict) -> dict:
         if value is None:
             continue
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise Invalid(f"args.{key} must be a {kind.__name__}")
+            label = "an integer" if kind is int else "true or false"
+            raise Invalid(f"args.{key} must be {label}")
         clean[key] = value
-    if "imgsz" in clean and not 32 <= clean["imgsz"] <= 4096:
-        raise Invalid("args.imgsz must be between 32 and 4096")
+    limits = {"imgsz": (32, 4096), "opset": (7, 23), "batch": (1, 1024)}
+    for key, (low, high) in limits.items():
+        if key in clean and not low <= clean[key] <= high:
+            raise Invalid(f"args.{key} must be between {low} and {high}")
     return clean
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import warnings
 
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
@@ -17,11 +18,13 @@ from ..vision import TASKS
 from ..web import (
     can_edit,
     can_see,
+    display_name,
     field,
     json_body,
     owner_for_write,
     q_int,
     reply,
+    require_user,
     services,
     visible_owner,
 )
@@ -47,6 +50,7 @@ def find_model(
 
 
 def editable_model(request: Request, *path: str | None) -> dict:
+    require_user(request)
     row = find_model(request, *path)
     if not can_edit(request, row["owner_id"]):
         raise Forbidden("You cannot change this model")
@@ -59,6 +63,7 @@ def _path(request: Request) -> tuple[str, str | None, str | None]:
 
 
 async def create(request: Request):
+    require_user(request)
     body = await json_body(request)
     db = services(request).db
     if body.get("projectId"):
@@ -71,7 +76,7 @@ async def create(request: Request):
         )
         if project is None:
             raise NotFound(f"Project {owner['username']}/{body['project']} not found")
-    name = field(body, "name", str)
+    name = display_name(body["name"]) if body.get("name") is not None else None
     slug = (
         field(body, "model", str)
         or field(body, "slug", str)
@@ -206,10 +211,14 @@ async def predict(request: Request):
     if len(data) > MAX_PREDICT_BYTES:
         raise TooLarge(f"images up to {MAX_PREDICT_BYTES} bytes are accepted")
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            image.load()
         image = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise TooLarge("the image has too many pixels to decode safely") from None
+    except (UnidentifiedImageError, ImportError, OSError, ValueError, SyntaxError):
         raise Invalid("invalid_image: the file is not a readable image") from None
     conf = _form_float(form, "conf", 0.25, 0.0, 1.0)
     iou = _form_float(form, "iou", 0.7, 0.0, 1.0)

@@ -17,6 +17,7 @@ from ..web import (
     owner_for_write,
     q_int,
     reply,
+    require_user,
     resource_fields,
     services,
     visible_owner,
@@ -41,6 +42,7 @@ def _model_count(request: Request, project_id: str) -> int:
 
 
 async def create(request: Request):
+    require_user(request)
     body = await json_body(request)
     owner = owner_for_write(request, field(body, "owner", str))
     fields = resource_fields(body, "project")

@@ -29,16 +29,19 @@ async def signed_url(request: Request):
         raise Invalid(f"assetType must be one of: {', '.join(sorted(ASSET_TYPES))}")
     filename = field(body, "filename", str, required=True).strip()
     asset_id = field(body, "assetId", str, required=True)
-    content_type = field(body, "contentType", str, default="application/octet-stream")
+    content_type = field(body, "contentType", str, required=True)
     total = field(body, "totalBytes", (int, float), required=True)
-    if total < 0:
-        raise Invalid("totalBytes must not be negative")
+    if not 1 <= len(asset_id) <= 128 or not 1 <= len(content_type) <= 50:
+        raise Invalid("assetId must be 1-128 characters and contentType 1-50")
+    if total != int(total) or total <= 0:
+        raise Invalid("totalBytes must be a whole number of bytes, more than 0")
     if total > svc.settings.max_upload_bytes:
-        raise TooLarge(
-            f"totalBytes {int(total)} is over this appliance's limit of {svc.settings.max_upload_bytes}"
+        limit = svc.settings.max_upload_bytes
+        raise Invalid(
+            f"totalBytes {int(total)} is over this appliance's limit of {limit}"
         )
-    if not filename or "/" in filename or "\\" in filename:
-        raise Invalid("filename must be a plain file name")
+    if not filename or len(filename) > 256 or "/" in filename or "\\" in filename:
+        raise Invalid("filename must be a plain file name of at most 256 characters")
     if asset_type == "datasets" and not (
         is_archive_name(filename) or filename.lower().endswith(".ndjson")
     ):

@@ -91,12 +91,18 @@ class DatasetsMixin:
         images: Iterable[dict[str, Any]],
         report: Iterable[dict[str, Any]],
         job_id: str,
+        remove: set[str] | frozenset[str] = frozenset(),
         **dataset_fields: Any,
     ) -> None:
         """Add a finished ingest's images and report in one transaction, so that a
         crash leaves the dataset exactly as it was before."""
         stamp = now()
         with self.atomic() as db:
+            for digest in remove:
+                db.execute(
+                    "DELETE FROM images WHERE dataset_id = ? AND hash = ?",
+                    [dataset_id, digest],
+                )
             db["images"].insert_all(
                 (
                     {
@@ -153,8 +159,11 @@ class DatasetsMixin:
         if has_error is not None:
             where.append("error IS NOT NULL" if has_error else "error IS NULL")
         if search:
-            where.append("(name LIKE ? OR hash LIKE ?)")
-            params += [f"%{search}%", f"{search}%"]
+            pattern = (
+                search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            )
+            where.append("(name LIKE ? ESCAPE '\\' OR hash LIKE ? ESCAPE '\\')")
+            params += [f"%{pattern}%", f"{pattern}%"]
         clause = " AND ".join(where)
         total = self.scalar(f"SELECT count(*) FROM images WHERE {clause}", params)
         rows = self.query(

@@ -14,6 +14,7 @@ JSON_COLUMNS = frozenset(
         "result",
         "environment",
         "training_error",
+        "profile",
     }
 )
 
@@ -175,4 +176,49 @@ _INITIAL = [
     )""",
 ]
 
-MIGRATIONS: list[tuple[str, list[str]]] = [("initial", _INITIAL)]
+_ACCOUNTS = [
+    "ALTER TABLE users ADD COLUMN kind TEXT NOT NULL DEFAULT 'personal'",
+    "ALTER TABLE users ADD COLUMN password_hash TEXT",
+    "ALTER TABLE users ADD COLUMN email TEXT",
+    "ALTER TABLE users ADD COLUMN profile TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE users ADD COLUMN icon TEXT",
+    "ALTER TABLE users ADD COLUMN onboarded_at TEXT",
+    """CREATE TABLE memberships (
+        team_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (team_id, user_id)
+    )""",
+    "CREATE INDEX memberships_user ON memberships (user_id)",
+    """CREATE TABLE invites (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        invitee TEXT NOT NULL,
+        role TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        invited_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        accepted_at TEXT,
+        revoked_at TEXT
+    )""",
+    """CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE follows (
+        follower_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        followee_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (follower_id, followee_id)
+    )""",
+]
+
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("initial", _INITIAL),
+    ("accounts, teams, sessions", _ACCOUNTS),
+]
