@@ -291,3 +291,78 @@ def test_projects_models_and_training_validation(appliance):
     with pytest.raises(APIError) as hailo:
         sdk.exports.create("alice", "proj", "m1", format="hailo")
     assert hailo.value.status_code == 400
+
+
+def test_hostile_requests_get_clear_4xx(appliance):
+    client, sdk, key = appliance
+    auth = client_auth(key)
+    assert client.get("/api/datasets/alice/", headers=auth).status_code == 404
+    assert client.get("/files/x?expires=%C2%B2&signature=x").status_code == 401
+    assert (
+        client.put("/uploads/x?expires=%C2%B2&signature=x", content=b"1").status_code
+        == 401
+    )
+    nested = b"[" * 100_000
+    assert client.post("/api/datasets", content=nested, headers=auth).status_code == 400
+    anonymous = client.post("/api/datasets", content=b"x" * 10_000)
+    assert anonymous.status_code == 401
+    huge = client.post("/api/datasets", content=b" " * (3 * 1024 * 1024), headers=auth)
+    assert huge.status_code == 413
+    for total in ("NaN", "Infinity", "1e400", "0", "1.5", "-3"):
+        body = (
+            '{"assetType": "datasets", "assetId": "a", "filename": "a.zip",'
+            f' "contentType": "application/zip", "totalBytes": {total}}}'
+        )
+        response = client.post("/api/upload/signed-url", content=body, headers=auth)
+        assert response.status_code == 400, total
+    sdk.datasets.create(dataset="s", name="S")
+    long_search = client.get(
+        "/api/datasets/alice/s/images?search=" + "a" * 201, headers=auth
+    )
+    assert long_search.status_code == 400
+    for name in ("", "   ", "a\x00b", "x" * 101):
+        response = client.post(
+            "/api/datasets", json={"dataset": "n1", "name": name}, headers=auth
+        )
+        assert response.status_code == 400, repr(name)
+    made = client.post(
+        "/api/datasets", json={"name": "Café au lait"}, headers=auth
+    ).json()
+    assert made["dataset"] == "cafe-au-lait"
+
+
+def test_a_failed_ingest_leaves_a_good_dataset_usable(appliance, tmp_path):
+    client, sdk, _ = appliance
+    sdk.datasets.create(dataset="good", name="Good")
+    data = write_zip(tmp_path / "ds.zip", base_files()).read_bytes()
+    sdk.datasets.ingest("alice", "good", body={"sessionId": upload(client, sdk, data)})
+    assert wait_dataset(sdk, "good")["imageCount"] == 4
+    sdk.datasets.ingest(
+        "alice", "good", body={"sessionId": upload(client, sdk, b"garbage")}
+    )
+    after = wait_dataset(sdk, "good")
+    assert after["status"] == "ready" and after["imageCount"] == 4
+    assert "zip or tar" in after["processingError"]["message"]
+
+
+def test_training_arguments_are_checked_up_front(appliance, tmp_path):
+    client, sdk, _ = appliance
+    sdk.datasets.create(dataset="t", name="T")
+    data = write_zip(tmp_path / "ds.zip", base_files()).read_bytes()
+    sdk.datasets.ingest("alice", "t", body={"sessionId": upload(client, sdk, data)})
+    wait_dataset(sdk, "t")
+    sdk.projects.create(project="p", name="P")
+    model = sdk.models.create(body={"project": "p", "model": "m"})
+    base = {"model": "yolo26n.yaml", "data": "ul://alice/datasets/t", "epochs": 1}
+    for extra, needle in [
+        ({"x": 1}, "unknown argument"),
+        ({"model": "yolo99z.yaml"}, "yolo99z.yaml"),
+        ({"model": "mine.pt"}, "mine.pt"),
+        ({"device": "cuda:3"}, "device"),
+        ({"batch": 0}, "batch"),
+    ]:
+        with pytest.raises(APIError) as err:
+            sdk.training.start(model_id=model["id"], train_args={**base, **extra})
+        assert err.value.status_code == 400 and needle in _error(err.value)["error"]
+    gpus = sdk.training.gpu_availability()
+    assert list(gpus.values()) == ["High"]

@@ -81,6 +81,13 @@ def test_first_start_prints_one_key_and_ctrl_c_stops_cleanly(tmp_path):
             headers={"Authorization": f"Bearer {key}"},
         )
         assert summary.status_code == 200
+        second = subprocess.run(
+            command[:-1] + [str(free_port())],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2 and "already in use" in second.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0

@@ -21,6 +21,7 @@ import httpx
 import psutil
 import pytest
 from ultralytics_platform import Platform
+from ultralytics_platform._exceptions import APIError
 
 from appliance.demo import check_onnx, free_port, wait_ready
 from appliance.server import ensure_owner
@@ -220,6 +221,17 @@ def test_ingest_train_predict_export(server):
         len(detail["trainResults"]) == 1
         and "train/cls_loss" in detail["trainResults"][0]["metrics"]
     )
+
+    with pytest.raises(APIError) as again:
+        sdk.training.start(
+            model_id=model["id"],
+            train_args={
+                "model": "yolo26n.yaml",
+                "data": f"ul://{owner}/datasets/sample",
+                "epochs": 1,
+            },
+        )
+    assert again.value.status_code == 409  # its weights are never overwritten
 
     files = sdk.models.files(owner, "e2e", "tiny")["files"]
     assert [f["name"] for f in files] == ["best.pt"]

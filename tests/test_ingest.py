@@ -148,3 +148,77 @@ def test_bad_yaml_is_a_clear_error(store, tmp_path):
     files["ds/data.yaml"] = b"names: [a, b\n"
     with pytest.raises(Invalid, match="not valid YAML"):
         _ingest(store, write_zip(tmp_path / "a.zip", files))
+
+
+def test_absurd_class_counts_are_refused_fast(store, tmp_path):
+    import time
+
+    files = base_files()
+    files["ds/data.yaml"] = b"nc: 3000000\n"
+    started = time.monotonic()
+    with pytest.raises(Invalid, match="limit"):
+        _ingest(store, write_zip(tmp_path / "a.zip", files))
+    files = {k: v for k, v in base_files().items() if not k.endswith(".yaml")}
+    files["ds/labels/train/a.txt"] = b"2999999 0.5 0.5 0.2 0.2\n"
+    summary, dataset, _, _ = _ingest(store, write_zip(tmp_path / "b.zip", files))
+    assert summary["skippedCounts"] == {"class_out_of_range": 1}
+    assert dataset["class_names"] == ["class0"]
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    "row", [b"nan 0.5 0.5 0.2 0.2\n", b"inf 0.5 0.5 0.2 0.2\n", b"0 nan 0.5 0.2 0.2\n"]
+)
+def test_non_finite_values_reject_only_their_file(store, tmp_path, row):
+    files = base_files()
+    files["ds/labels/train/a.txt"] = row
+    summary, dataset, _, _ = _ingest(store, write_zip(tmp_path / "a.zip", files))
+    assert summary["added"] == 3 and summary["skippedCounts"] == {"malformed_row": 1}
+    assert dataset["status"] == "ready"
+
+
+def test_a_damaged_member_rejects_only_itself(store, tmp_path):
+    path = write_zip(tmp_path / "a.zip", base_files())
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"ds/images/train/a.jpg") + len("ds/images/train/a.jpg") + 40
+    raw[at] ^= 0xFF  # corrupt a byte of that image's compressed data: a bad CRC
+    path.write_bytes(bytes(raw))
+    summary, _, report, _ = _ingest(store, path)
+    verdicts = {r["path"]: r["reason"] for r in report if r["verdict"] == "rejected"}
+    assert summary["added"] == 3
+    assert list(verdicts) == ["ds/images/train/a.jpg"]
+    assert verdicts["ds/images/train/a.jpg"] in ("unreadable_member", "corrupt_image")
+
+
+@pytest.mark.parametrize(
+    "policy,count", [("skip", 4), ("keep_both", 8), ("replace", 4)]
+)
+def test_conflict_policies(store, tmp_path, policy, count):
+    db = store[0]
+    _ingest(store, write_zip(tmp_path / "a.zip", base_files()))
+    files = base_files()
+    files["ds/labels/train/a.txt"] = b"1 0.5 0.5 0.5 0.5\n"
+    _ingest(store, write_zip(tmp_path / "b.zip", files), conflict_policy=policy)
+    images = db.all_images(store[2])
+    assert len(images) == count
+    a_labels = [i["labels"] for i in images if i["name"] == "a.jpg"]
+    if policy == "replace":
+        assert a_labels == [[{"classId": 1, "bbox": [0.5, 0.5, 0.5, 0.5]}]]
+    if policy == "skip":
+        assert a_labels == [[{"classId": 0, "bbox": [0.5, 0.5, 0.25, 0.25]}]]
+
+
+def test_class_names_match_by_name_across_ingests(store, tmp_path):
+    _ingest(store, write_zip(tmp_path / "a.zip", base_files()))
+    files = {k.replace("ds/", "two/"): v for k, v in base_files().items()}
+    files["two/data.yaml"] = b"names: [b, c]\n"
+    files = {
+        k.replace(".jpg", "x.jpg").replace(".txt", "x.txt"): v for k, v in files.items()
+    }
+    for name in list(files):
+        if name.endswith(".jpg"):
+            files[name] = jpeg_bytes(color=(len(name), 99, 1))
+    _, dataset, _, _ = _ingest(store, write_zip(tmp_path / "b.zip", files))
+    assert dataset["class_names"] == ["a", "b", "c"]
+    new = [i for i in store[0].all_images(dataset["id"]) if "x" in i["name"]]
+    assert {lab["classId"] for i in new for lab in i["labels"]} == {1}  # b, not a
