@@ -18,6 +18,7 @@ from .jobs import JobQueue
 from .jobs.exporting import run_export
 from .jobs.ingesting import run_ingest_job
 from .jobs.training import run_training
+from .keys import Keyring
 from .routes import (
     account,
     datasets,
@@ -58,6 +59,7 @@ def build_services(settings: Settings) -> Services:
         signer=signer,
         queue=queue,
         predictor=Predictor(),
+        keyring=Keyring(db),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import time
@@ -15,7 +17,7 @@ from .blobs import BlobStore
 from .errors import Forbidden, Invalid, NotFound, TooLarge, Unauthorized
 from .ids import SLUG_RE, new_id, slugify
 from .jobs import JobQueue
-from .keys import authenticate
+from .keys import Keyring
 from .settings import Settings
 from .signing import Signer
 from .store import Database
@@ -33,6 +35,7 @@ class Services:
     signer: Signer
     queue: JobQueue
     predictor: Predictor
+    keyring: Keyring
 
 
 def services(request: Request) -> Services:
@@ -186,21 +189,43 @@ def resource_fields(body: dict, kind: str) -> dict[str, Any]:
 
 
 # -- who is calling ----------------------------------------------------------
+#
+# Every route reaches the caller and the caller's rights through these functions:
+# a key or a session cookie says who; a workspace role says what they may do.
+
+SESSION_COOKIE = "appliance_session"
+ROLES = ("viewer", "editor", "admin", "owner")
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def current_user(request: Request) -> dict | None:
+    """The caller, from `Authorization: Bearer <key>` or a browser session cookie
+    (whose unsafe requests must echo the session's CSRF token)."""
     if "user" in request.scope:
         return request.scope["user"]
+    svc = services(request)
     user = None
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        user = authenticate(services(request).db, token.strip())
+        user = svc.keyring.authenticate(token.strip())
         if user is None:
             raise Unauthorized("Invalid API key")
         _touch(request, user)
+    elif cookie := request.cookies.get(SESSION_COOKIE):
+        session = svc.db.session(hash_token(cookie))
+        if session is not None:
+            if request.method in _UNSAFE:
+                sent = request.headers.get("x-csrf-token", "")
+                if not hmac.compare_digest(sent.encode(), session["csrf"].encode()):
+                    raise Forbidden("missing or wrong X-CSRF-Token for this session")
+            user = svc.db.user_by_id(session["user_id"])
     request.scope["user"] = user
     return user
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def require_user(request: Request) -> dict:
@@ -222,18 +247,45 @@ def _touch(request: Request, user: dict) -> None:
     services(request).db.touch_api_key(user["key_id"])
 
 
+def role_in(request: Request, owner_id: str) -> str | None:
+    """The caller's role in a workspace: owner of their own, their membership role in
+    a team, None elsewhere (and for anonymous callers)."""
+    user = current_user(request)
+    if user is None:
+        return None
+    if user["id"] == owner_id:
+        return "owner"
+    return services(request).db.membership_role(owner_id, user["id"])
+
+
+def has_role(request: Request, owner_id: str, needed: str) -> bool:
+    role = role_in(request, owner_id)
+    return role is not None and _RANK[role] >= _RANK[needed]
+
+
+def require_role(request: Request, owner_id: str, needed: str, what: str) -> str:
+    require_user(request)
+    role = role_in(request, owner_id)
+    if role is None or _RANK[role] < _RANK[needed]:
+        raise Forbidden(f"{what} needs the {needed} role in this workspace")
+    return role
+
+
 def owner_for_write(request: Request, owner: str | None) -> dict:
-    """The workspace a create acts in: the caller's own unless `owner` names another."""
+    """The workspace a create acts in: the caller's own, or a team (given by `owner`)
+    in which the caller is at least an editor."""
     user = require_user(request)
     if owner in (None, "", user["username"]):
         return user
-    if services(request).db.user_by_name(owner) is None:
+    target = services(request).db.user_by_name(owner)
+    if target is None or role_in(request, target["id"]) is None:
         raise NotFound(f"Owner {owner} not found")
-    raise Forbidden(f"You cannot act in {owner}'s workspace")
+    require_role(request, target["id"], "editor", "Creating resources")
+    return target
 
 
 def visible_owner(request: Request, owner: str) -> dict:
-    """The owner named in a path, as the caller may see it."""
+    """The owner named in a path."""
     row = services(request).db.user_by_name(owner)
     if row is None:
         raise NotFound(f"Owner {owner} not found")
@@ -241,12 +293,10 @@ def visible_owner(request: Request, owner: str) -> dict:
 
 
 def can_see(request: Request, owner_id: str, visibility: str) -> bool:
-    if visibility == "public":
-        return True
-    user = current_user(request)
-    return user is not None and user["id"] == owner_id
+    """Public resources are readable by anyone; private ones by workspace members."""
+    return visibility == "public" or role_in(request, owner_id) is not None
 
 
 def can_edit(request: Request, owner_id: str) -> bool:
-    user = require_user(request)
-    return user["id"] == owner_id
+    require_user(request)
+    return has_role(request, owner_id, "editor")

@@ -27,6 +27,18 @@ class AccountsMixin:
     def user_by_name(self, username: str) -> dict[str, Any] | None:
         return self.query_one("SELECT * FROM users WHERE username = ?", [username])
 
+    def membership_role(self, team_id: str, user_id: str) -> str | None:
+        return self.scalar(
+            "SELECT role FROM memberships WHERE team_id = ? AND user_id = ?",
+            [team_id, user_id],
+        )
+
+    def session(self, token_hash: str) -> dict[str, Any] | None:
+        return self.query_one(
+            "SELECT * FROM sessions WHERE token_hash = ? AND expires_at > ?",
+            [token_hash, now()],
+        )
+
     def user_count(self) -> int:
         return self.scalar("SELECT count(*) FROM users")
 
@@ -63,13 +75,23 @@ class AccountsMixin:
             db["api_keys"].insert(row)
         return row
 
-    def key_owner(self, key_hash: str) -> dict[str, Any] | None:
-        """The user a key hash belongs to, with the key's id as key_id."""
+    def keys_with_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        return self.query("SELECT id, key_hash FROM api_keys WHERE prefix = ?", [prefix])
+
+    def key_owner(self, key_id: str) -> dict[str, Any] | None:
+        """The user a key belongs to, with the key's id as key_id."""
         return self.query_one(
             "SELECT u.*, k.id AS key_id, k.last_used_at AS key_last_used_at"
-            " FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?",
-            [key_hash],
+            " FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = ?",
+            [key_id],
         )
+
+    def delete_api_key(self, user_id: str, key_id: str) -> bool:
+        with self.atomic() as db:
+            cursor = db.execute(
+                "DELETE FROM api_keys WHERE id = ? AND user_id = ?", [key_id, user_id]
+            )
+            return cursor.rowcount == 1
 
     def touch_api_key(self, key_id: str) -> None:
         with self.atomic() as db:

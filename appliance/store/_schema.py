@@ -191,6 +191,7 @@ _ACCOUNTS = [
         PRIMARY KEY (team_id, user_id)
     )""",
     "CREATE INDEX memberships_user ON memberships (user_id)",
+    "CREATE INDEX api_keys_prefix ON api_keys (prefix)",
     """CREATE TABLE invites (
         id TEXT PRIMARY KEY,
         team_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
