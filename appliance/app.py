@@ -21,12 +21,14 @@ from .jobs.training import run_training
 from .keys import Keyring
 from .routes import (
     account,
+    auth,
     datasets,
     exports,
     files,
     jobs,
     models,
     projects,
+    teams,
     training,
     upload,
 )
@@ -136,6 +138,8 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             *exports.routes,
             *training.routes,
             *jobs.routes,
+            *auth.routes,
+            *teams.routes,
         ],
         exception_handlers={
             ApplianceError: _appliance_error,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .settings import load_settings
+from .settings import SettingsError, load_settings
 
 
 def _add_home(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--user", help="username (default: the owner)")
     create.add_argument("--name", default="cli", help="a label for the key")
 
+    users = sub.add_parser("users", help="manage local accounts")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    for name, text in (
+        ("create", "add an account (its password is read from the terminal or stdin)"),
+        ("reset-password", "set a new password for an account"),
+    ):
+        command = users_sub.add_parser(name, help=text)
+        _add_home(command)
+        command.add_argument("username")
+        command.add_argument(
+            "--password-stdin", action="store_true", help="read the password from stdin"
+        )
+        if name == "create":
+            command.add_argument("--name", help="display name")
+            command.add_argument(
+                "--key", action="store_true", help="also print an API key"
+            )
+
     demo = sub.add_parser(
         "demo", help="run the whole job on the bundled sample through the REST API"
     )
@@ -53,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .server import StartupError, configure_logging
-    from .settings import SettingsError
 
     configure_logging(args.log_level)
     try:
@@ -79,6 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "keys":
         return _keys_create(args)
+    if args.command == "users":
+        return _users(args)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -104,6 +123,55 @@ def _keys_create(args: argparse.Namespace) -> int:
         else create_key(db, user["id"], args.name)
     )
     sys.stdout.write(key + "\n")
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    import getpass
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise SettingsError("the two passwords differ")
+    if len(password) < 8:
+        raise SettingsError("passwords need at least 8 characters")
+    return password
+
+
+def _users(args: argparse.Namespace) -> int:
+    from .ids import check_username
+    from .keys import create_key
+    from .secrets_ import hash_secret
+    from .store import Database
+
+    settings = load_settings(home=args.home)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.db_path)
+    user = db.user_by_name(args.username)
+    if args.users_command == "create":
+        if reason := check_username(args.username):
+            raise SettingsError(f"{args.username!r}: {reason}")
+        if user is not None:
+            raise SettingsError(f"the name {args.username} is taken")
+        password = _read_password(args.password_stdin)
+        user = db.create_user(
+            args.username, args.name, password_hash=hash_secret(password)
+        )
+        sys.stdout.write(f"created {user['username']}\n")
+        if args.key:
+            sys.stdout.write(create_key(db, user["id"], "cli") + "\n")
+        return 0
+    if user is None or user["kind"] != "personal":
+        raise SettingsError(f"no user named {args.username}")
+    db.update_user(
+        user["id"], password_hash=hash_secret(_read_password(args.password_stdin))
+    )
+    db.delete_sessions_of(user["id"])
+    sys.stdout.write(
+        f"password changed for {user['username']}; its sessions were ended\n"
+    )
     return 0
 
 

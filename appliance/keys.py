@@ -37,7 +37,9 @@ class Keyring:
     def create(self, user_id: str, name: str = "default") -> dict:
         """Make a key; the returned row carries the key itself, shown once."""
         key = generate_key()
-        row = self.db.add_api_key(user_id, name, key_prefix(key), hash_secret(key, KEY_COST))
+        row = self.db.add_api_key(
+            user_id, name, key_prefix(key), hash_secret(key, KEY_COST)
+        )
         return {**row, "key": key}
 
     def authenticate(self, key: str) -> dict | None:
@@ -52,7 +54,10 @@ class Keyring:
         for candidate in self.db.keys_with_prefix(key_prefix(key)):
             if verify_secret(key, candidate["key_hash"]):
                 with self._lock:
-                    self._verified[fingerprint] = (candidate["id"], time.monotonic() + _REMEMBER)
+                    self._verified[fingerprint] = (
+                        candidate["id"],
+                        time.monotonic() + _REMEMBER,
+                    )
                 return self.db.key_owner(candidate["id"])
         return None
 

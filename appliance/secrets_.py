@@ -28,6 +28,11 @@ def verify_secret(secret: str, stored: str | None) -> bool:
         return False
     _, n, r, p, salt, digest = stored.split("$")
     actual = hashlib.scrypt(
-        secret.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
+        secret.encode(),
+        salt=bytes.fromhex(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        dklen=32,
     )
     return hmac.compare_digest(actual, bytes.fromhex(digest))

@@ -55,7 +55,9 @@ def ensure_owner(
     db = Database(settings.db_path)
     try:
         if db.user_count():
-            return db.query("SELECT * FROM users ORDER BY created_at LIMIT 1")[0], None
+            return db.query(
+                "SELECT * FROM users WHERE kind = 'personal' ORDER BY created_at LIMIT 1"
+            )[0], None
         user = db.create_user(username or default_owner_name())
         return user, create_key(db, user["id"], "first key")
     finally:

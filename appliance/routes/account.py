@@ -5,11 +5,14 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ..web import reply, require_user, services
+from ..errors import Invalid, NotFound
+from ..web import display_name, json_body, reply, require_user, services
+from .teams import team_json
 
 
 async def summary(request: Request):
     user = require_user(request)
+    db = services(request).db
     return reply(
         {
             "username": user["username"],
@@ -17,8 +20,8 @@ async def summary(request: Request):
             "accountType": "personal",
             "plan": "enterprise",
             "creditsCents": 0,
-            "counts": services(request).db.resource_counts(user["id"]),
-            "teams": [],
+            "counts": db.resource_counts(user["id"]),
+            "teams": [team_json(t, t["role"]) for t in db.teams_of(user["id"])],
         }
     )
 
@@ -38,7 +41,37 @@ async def api_keys(request: Request):
     return reply({"keys": keys})
 
 
+async def create_key(request: Request):
+    user = require_user(request)
+    body = await json_body(request)
+    name = display_name(body.get("name", "default"))
+    made = services(request).keyring.create(user["id"], name)
+    return reply(
+        {
+            "id": made["id"],
+            "name": made["name"],
+            "key": made["key"],
+            "prefix": made["prefix"],
+            "createdAt": made["created_at"],
+        },
+        201,
+    )
+
+
+async def delete_key(request: Request):
+    user = require_user(request)
+    key_id = request.query_params.get("keyId") or request.path_params.get("key_id")
+    if not key_id:
+        raise Invalid("keyId is required")
+    if not services(request).keyring.revoke(user["id"], key_id):
+        raise NotFound("API key not found")
+    return reply({"success": True})
+
+
 routes = [
     Route("/api/account/summary", summary, methods=["GET"]),
     Route("/api/api-keys", api_keys, methods=["GET"]),
+    Route("/api/api-keys", create_key, methods=["POST"]),
+    Route("/api/api-keys", delete_key, methods=["DELETE"]),
+    Route("/api/api-keys/{key_id}", delete_key, methods=["DELETE"]),
 ]

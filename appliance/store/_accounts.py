@@ -10,11 +10,20 @@ from ..ids import new_id, now
 class AccountsMixin:
     # -- users -------------------------------------------------------------
 
-    def create_user(self, username: str, name: str | None = None) -> dict[str, Any]:
+    def create_user(
+        self,
+        username: str,
+        name: str | None = None,
+        *,
+        kind: str = "personal",
+        password_hash: str | None = None,
+    ) -> dict[str, Any]:
         row = {
             "id": new_id(),
             "username": username,
             "name": name or username,
+            "kind": kind,
+            "password_hash": password_hash,
             "created_at": now(),
         }
         with self.atomic() as db:
@@ -39,8 +48,105 @@ class AccountsMixin:
             [token_hash, now()],
         )
 
+    def update_user(self, user_id: str, **fields: Any) -> None:
+        with self.atomic() as db:
+            db["users"].update(user_id, fields)
+
+    # -- teams and memberships ---------------------------------------------
+
+    def create_team(self, username: str, name: str, owner_id: str) -> dict[str, Any]:
+        with self.atomic():
+            team = self.create_user(username, name, kind="team")
+            self.set_membership(team["id"], owner_id, "owner")
+        return team
+
+    def set_membership(self, team_id: str, user_id: str, role: str) -> None:
+        with self.atomic() as db:
+            db["memberships"].upsert(
+                {
+                    "team_id": team_id,
+                    "user_id": user_id,
+                    "role": role,
+                    "created_at": now(),
+                },
+                pk=("team_id", "user_id"),
+            )
+
+    def remove_membership(self, team_id: str, user_id: str) -> bool:
+        with self.atomic() as db:
+            cursor = db.execute(
+                "DELETE FROM memberships WHERE team_id = ? AND user_id = ?",
+                [team_id, user_id],
+            )
+            return cursor.rowcount == 1
+
+    def teams_of(self, user_id: str) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT u.*, m.role FROM memberships m JOIN users u ON u.id = m.team_id"
+            " WHERE m.user_id = ? ORDER BY u.username",
+            [user_id],
+        )
+
+    def members_of(self, team_id: str) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT u.id, u.username, u.name, m.role, m.created_at FROM memberships m"
+            " JOIN users u ON u.id = m.user_id WHERE m.team_id = ? ORDER BY m.created_at",
+            [team_id],
+        )
+
+    # -- invites -----------------------------------------------------------
+
+    def create_invite(self, **fields: Any) -> dict[str, Any]:
+        row = {"id": new_id(), "created_at": now(), **fields}
+        with self.atomic() as db:
+            db["invites"].insert(row)
+        return row
+
+    def invite(self, invite_id: str) -> dict[str, Any] | None:
+        return self.query_one("SELECT * FROM invites WHERE id = ?", [invite_id])
+
+    def invite_by_token(self, token_hash: str) -> dict[str, Any] | None:
+        return self.query_one(
+            "SELECT * FROM invites WHERE token_hash = ?", [token_hash]
+        )
+
+    def update_invite(self, invite_id: str, **fields: Any) -> None:
+        with self.atomic() as db:
+            db["invites"].update(invite_id, fields)
+
+    def pending_invites(self, team_id: str) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT * FROM invites WHERE team_id = ? AND accepted_at IS NULL"
+            " AND revoked_at IS NULL AND expires_at > ? ORDER BY created_at",
+            [team_id, now()],
+        )
+
+    # -- sessions ----------------------------------------------------------
+
+    def create_session(
+        self, token_hash: str, user_id: str, csrf: str, expires_at: str
+    ) -> None:
+        with self.atomic() as db:
+            db["sessions"].insert(
+                {
+                    "token_hash": token_hash,
+                    "user_id": user_id,
+                    "csrf": csrf,
+                    "created_at": now(),
+                    "expires_at": expires_at,
+                }
+            )
+
+    def delete_session(self, token_hash: str) -> None:
+        with self.atomic() as db:
+            db.execute("DELETE FROM sessions WHERE token_hash = ?", [token_hash])
+
+    def delete_sessions_of(self, user_id: str) -> None:
+        with self.atomic() as db:
+            db.execute("DELETE FROM sessions WHERE user_id = ?", [user_id])
+
     def user_count(self) -> int:
-        return self.scalar("SELECT count(*) FROM users")
+        return self.scalar("SELECT count(*) FROM users WHERE kind = 'personal'")
 
     def resource_counts(self, user_id: str) -> dict[str, int]:
         return {
@@ -76,7 +182,9 @@ class AccountsMixin:
         return row
 
     def keys_with_prefix(self, prefix: str) -> list[dict[str, Any]]:
-        return self.query("SELECT id, key_hash FROM api_keys WHERE prefix = ?", [prefix])
+        return self.query(
+            "SELECT id, key_hash FROM api_keys WHERE prefix = ?", [prefix]
+        )
 
     def key_owner(self, key_id: str) -> dict[str, Any] | None:
         """The user a key belongs to, with the key's id as key_id."""
