@@ -1,0 +1,278 @@
+"""Users, sessions, keys, teams, roles and invites through the real app in-process."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from appliance.app import create_app
+from appliance.keys import create_key
+from appliance.secrets_ import hash_secret
+from appliance.settings import load_settings
+
+
+@pytest.fixture
+def world(home):
+    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
+    app = create_app(settings, run_queue=False)
+    db = app.state.services.db
+    people = {}
+    for name in ("owner", "admin", "editor", "viewer", "stranger"):
+        user = db.create_user(name, password_hash=hash_secret(f"{name}-password"))
+        people[name] = {"Authorization": f"Bearer {create_key(db, user['id'])}"}
+    with TestClient(app) as client:
+        team = client.post(
+            "/api/teams/create",
+            json={"username": "lab", "fullName": "The Lab"},
+            headers=people["owner"],
+        )
+        assert team.status_code == 201
+        for role in ("admin", "editor", "viewer"):
+            invite = client.post(
+                "/api/members",
+                json={"owner": "lab", "username": role, "role": role},
+                headers=people["owner"],
+            ).json()["invite"]
+            accepted = client.post(
+                "/api/invites/accept",
+                json={"token": invite["token"]},
+                headers=people[role],
+            )
+            assert (
+                accepted.status_code == 200 and accepted.json()["team"]["role"] == role
+            )
+        yield client, people, db
+
+
+def test_roles_decide_what_members_may_do_in_a_team(world):
+    client, people, _ = world
+    members = client.get("/api/members?owner=lab", headers=people["viewer"]).json()[
+        "members"
+    ]
+    assert {m["username"]: m["role"] for m in members} == {
+        "owner": "owner",
+        "admin": "admin",
+        "editor": "editor",
+        "viewer": "viewer",
+    }
+    assert (
+        client.get("/api/members?owner=lab", headers=people["stranger"]).status_code
+        == 404
+    )
+    body = {"dataset": "shared", "name": "Shared", "owner": "lab"}
+    assert (
+        client.post("/api/datasets", json=body, headers=people["viewer"]).status_code
+        == 403
+    )
+    assert (
+        client.post("/api/datasets", json=body, headers=people["stranger"]).status_code
+        == 404
+    )
+    assert (
+        client.post("/api/datasets", json=body, headers=people["editor"]).status_code
+        == 201
+    )
+    for who, status in (
+        ("owner", 200),
+        ("admin", 200),
+        ("editor", 200),
+        ("viewer", 200),
+        ("stranger", 404),
+    ):
+        assert (
+            client.get("/api/datasets/lab/shared", headers=people[who]).status_code
+            == status
+        ), who
+    assert (
+        client.get("/api/datasets/lab/shared").status_code == 404
+    )  # private: anonymous sees nothing
+    summary = client.get("/api/account/summary", headers=people["editor"]).json()
+    assert [(t["username"], t["role"]) for t in summary["teams"]] == [("lab", "editor")]
+
+
+def test_member_management_needs_admin(world):
+    client, people, db = world
+    editor_id = db.user_by_name("editor")["id"]
+    viewer_id = db.user_by_name("viewer")["id"]
+    change = {"owner": "lab", "role": "admin"}
+    assert (
+        client.patch(
+            f"/api/members/{viewer_id}", json=change, headers=people["editor"]
+        ).status_code
+        == 403
+    )
+    assert (
+        client.patch(
+            f"/api/members/{viewer_id}", json=change, headers=people["admin"]
+        ).status_code
+        == 200
+    )
+    assert db.membership_role(db.user_by_name("lab")["id"], viewer_id) == "admin"
+    invite = {"owner": "lab", "username": "x", "role": "viewer"}
+    assert (
+        client.post("/api/members", json=invite, headers=people["editor"]).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            "/api/members", json={**invite, "role": "owner"}, headers=people["admin"]
+        ).status_code
+        == 400
+    )
+    assert (
+        client.delete(
+            f"/api/members/{editor_id}?owner=lab", headers=people["admin"]
+        ).status_code
+        == 200
+    )
+    assert (
+        client.get("/api/members?owner=lab", headers=people["editor"]).status_code
+        == 404
+    )
+    owner_id = db.user_by_name("owner")["id"]
+    assert (
+        client.delete(
+            f"/api/members/{owner_id}?owner=lab", headers=people["admin"]
+        ).status_code
+        == 403
+    )
+
+
+def test_transfer_ownership(world):
+    client, people, db = world
+    team_id = db.user_by_name("lab")["id"]
+    admin_id = db.user_by_name("admin")["id"]
+    body = {"owner": "lab", "userId": admin_id}
+    assert (
+        client.post(
+            "/api/members/transfer-ownership", json=body, headers=people["admin"]
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            "/api/members/transfer-ownership", json=body, headers=people["owner"]
+        ).status_code
+        == 200
+    )
+    assert db.membership_role(team_id, admin_id) == "owner"
+    assert db.membership_role(team_id, db.user_by_name("owner")["id"]) == "admin"
+
+
+def test_invites_resend_rotates_revoke_and_info(world):
+    client, people, _ = world
+    made = client.post(
+        "/api/members",
+        json={"owner": "lab", "email": "new@lab.local", "role": "editor"},
+        headers=people["admin"],
+    ).json()["invite"]
+    info = client.get(f"/api/invites/info?token={made['token']}").json()
+    assert info["team"]["username"] == "lab" and info["role"] == "editor"
+    resent = client.post(
+        f"/api/invites/{made['id']}/resend", headers=people["admin"]
+    ).json()["invite"]
+    assert resent["token"] != made["token"]
+    assert client.get(f"/api/invites/info?token={made['token']}").status_code == 404
+    assert (
+        client.delete(
+            f"/api/invites/{made['id']}", headers=people["editor"]
+        ).status_code
+        == 403
+    )
+    assert (
+        client.delete(f"/api/invites/{made['id']}", headers=people["admin"]).status_code
+        == 200
+    )
+    accepted = client.post(
+        "/api/invites/accept",
+        json={"token": resent["token"]},
+        headers=people["stranger"],
+    )
+    assert accepted.status_code == 404
+
+
+def test_expired_invites_are_refused(world):
+    client, people, db = world
+    made = client.post(
+        "/api/members",
+        json={"owner": "lab", "username": "stranger"},
+        headers=people["owner"],
+    ).json()["invite"]
+    db.update_invite(made["id"], expires_at="2020-01-01T00:00:00.000Z")
+    response = client.post(
+        "/api/invites/accept", json={"token": made["token"]}, headers=people["stranger"]
+    )
+    assert response.status_code == 400 and "expired" in response.json()["error"]
+
+
+def test_api_keys_create_list_revoke(world):
+    client, people, _ = world
+    made = client.post("/api/api-keys", json={"name": "ci"}, headers=people["editor"])
+    assert made.status_code == 201
+    key = made.json()["key"]
+    fresh = {"Authorization": f"Bearer {key}"}
+    listed = client.get("/api/api-keys", headers=fresh).json()["keys"]
+    assert [k["name"] for k in listed] == ["default", "ci"]
+    assert all(key not in str(k) for k in listed) and listed[1]["prefix"] == key[:11]
+    assert listed[1]["lastUsedAt"] is not None
+    revoked = client.delete(
+        f"/api/api-keys?keyId={made.json()['id']}", headers=people["editor"]
+    )
+    assert revoked.status_code == 200
+    assert client.get("/api/account/summary", headers=fresh).status_code == 401
+    other = client.delete(
+        f"/api/api-keys?keyId={made.json()['id']}", headers=people["viewer"]
+    )
+    assert other.status_code == 404
+
+
+def test_sessions_log_in_with_a_cookie_and_need_csrf(world):
+    client, _, _ = world
+    wrong = client.post(
+        "/api/auth/login", json={"username": "editor", "password": "nope-nope"}
+    )
+    assert wrong.status_code == 401
+    login = client.post(
+        "/api/auth/login", json={"username": "editor", "password": "editor-password"}
+    )
+    assert login.status_code == 200
+    cookie = login.headers["set-cookie"]
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    csrf = login.json()["csrfToken"]
+    assert client.get("/api/account/summary").json()["username"] == "editor"
+    forged = client.post("/api/datasets", json={"dataset": "c", "name": "C"})
+    assert forged.status_code == 403 and "CSRF" in forged.json()["error"]
+    made = client.post(
+        "/api/datasets",
+        json={"dataset": "c", "name": "C"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert made.status_code == 201
+    assert (
+        client.post("/api/auth/logout", headers={"X-CSRF-Token": csrf}).status_code
+        == 200
+    )
+    assert client.get("/api/account/summary").status_code == 401
+
+
+def test_team_names_follow_username_rules(world):
+    client, people, _ = world
+    for name in (
+        "Lab",
+        "a",
+        "ab--c",
+        "-ab",
+        "images",
+        "x" * 40,
+        "AbCdEfGhIjKlMnOpQrSt",
+    ):
+        response = client.post(
+            "/api/teams/create", json={"username": name}, headers=people["owner"]
+        )
+        assert response.status_code == 400, name
+    assert (
+        client.post(
+            "/api/teams/create", json={"username": "lab"}, headers=people["owner"]
+        ).status_code
+        == 409
+    )
