@@ -19,6 +19,7 @@ from .jobs.exporting import run_export
 from .jobs.ingesting import run_ingest_job
 from .jobs.training import run_training
 from .keys import Keyring
+from .ratelimit import RateLimitMiddleware
 from .routes import (
     account,
     auth,
@@ -147,6 +148,11 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             Exception: _server_error,
         },
         lifespan=lifespan,
+    )
+    app.add_middleware(
+        RateLimitMiddleware,
+        limits=settings.rate_limits,
+        ip_limit=settings.ip_rate_limit,
     )
     # A trailing slash is a 404 like any unknown path, never a redirect built
     # from the Host header.

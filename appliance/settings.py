@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from .ratelimit import DEFAULT_IP_LIMIT, DEFAULT_LIMITS, parse_limits
 
 DEFAULT_HOME = "~/.local/share/appliance"
 
@@ -34,6 +36,13 @@ class Settings:
     device: str = "auto"
     #: Largest accepted upload, in bytes.
     max_upload_bytes: int = 20 * 1024**3
+    #: Requests a minute per API key, by category (0: unlimited). Set with
+    #: APPLIANCE_RATE_LIMITS="default=100,training=10,upload=10,predict=20,...".
+    rate_limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
+    #: Requests a minute per client address on /api/* (0: unlimited).
+    ip_rate_limit: int = DEFAULT_IP_LIMIT
+    #: Length of a rate-limit window in seconds (the Platform's minute).
+    rate_window: int = 60
     #: Lifetime of signed blob URLs, in seconds.
     signed_url_ttl: int = 12 * 3600
 
@@ -86,6 +95,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
 
 
+def _limits(text: str) -> dict[str, int]:
+    try:
+        return parse_limits(text)
+    except ValueError as exc:
+        raise SettingsError(f"APPLIANCE_RATE_LIMITS: {exc}") from None
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, **overrides: object
 ) -> Settings:
@@ -99,6 +115,8 @@ def load_settings(
         public_url=env.get("APPLIANCE_PUBLIC_URL") or None,
         workers=_int(env, "APPLIANCE_WORKERS", 2),
         device=env.get("APPLIANCE_DEVICE", "auto"),
+        rate_limits=_limits(env.get("APPLIANCE_RATE_LIMITS", "")),
+        ip_rate_limit=_int(env, "APPLIANCE_IP_RATE_LIMIT", DEFAULT_IP_LIMIT),
     ).with_overrides(**overrides)
     if not 1 <= settings.port <= 65535:
         raise SettingsError(f"port must be between 1 and 65535, not {settings.port}")

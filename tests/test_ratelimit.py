@@ -1,0 +1,84 @@
+import time
+
+import pytest
+from starlette.testclient import TestClient
+from ultralytics_platform import Platform
+
+from appliance.app import create_app
+from appliance.keys import create_key
+from appliance.ratelimit import category, parse_limits
+from appliance.settings import SettingsError, load_settings
+
+
+def _app(home, **limits):
+    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
+    settings = settings.with_overrides(**limits)
+    app = create_app(settings, run_queue=False)
+    user = app.state.services.db.create_user("alice")
+    return app, create_key(app.state.services.db, user["id"])
+
+
+def test_categories():
+    assert category("POST", "/api/training/start") == "training"
+    assert category("POST", "/api/models/a/b/c/predict") == "predict"
+    assert category("POST", "/api/datasets/a/b/ingest") == "upload"
+    assert category("POST", "/api/models/a/b/c/exports") == "export"
+    assert category("GET", "/api/models/a/b/c/files") == "download"
+    assert category("GET", "/api/datasets/a") == "default"
+
+
+def test_per_key_categories_are_independent_and_say_when_to_retry(home):
+    limits = {**parse_limits(""), "default": 3, "predict": 2}
+    app, key = _app(home, rate_limits=limits, ip_rate_limit=0)
+    auth = {"Authorization": f"Bearer {key}"}
+    with TestClient(app) as client:
+        for left in (2, 1, 0):
+            ok = client.get("/api/account/summary", headers=auth)
+            assert ok.status_code == 200 and ok.headers["x-ratelimit-remaining"] == str(
+                left
+            )
+        limited = client.get("/api/account/summary", headers=auth)
+        assert limited.status_code == 429
+        assert limited.json()["error"].startswith("Rate limit exceeded")
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert limited.headers["x-ratelimit-limit"] == "3"
+        assert limited.headers["x-ratelimit-remaining"] == "0"
+        assert limited.headers["x-ratelimit-reset"].endswith("Z")
+        assert limited.headers["x-error-code"] == "RATE_LIMITED"
+        # The predict budget is its own.
+        predict = client.post("/api/models/alice/p/m/predict", headers=auth)
+        assert (
+            predict.status_code == 404 and predict.headers["x-ratelimit-limit"] == "2"
+        )
+
+
+def test_per_address_limit_covers_anonymous_calls(home):
+    app, _ = _app(home, ip_rate_limit=5)
+    with TestClient(app) as client:
+        codes = [client.get("/api/datasets/alice").status_code for _ in range(7)]
+    assert codes == [200] * 5 + [429] * 2
+
+
+def test_the_sdk_waits_and_retries_on_429(home):
+    app, key = _app(
+        home,
+        rate_limits={**parse_limits(""), "default": 2},
+        ip_rate_limit=0,
+        rate_window=2,
+    )
+    with TestClient(app) as client:
+        sdk = Platform(base_url="http://testserver", api_key=key, http_client=client)
+        started = time.monotonic()
+        names = [sdk.account.summary()["username"] for _ in range(3)]
+        assert names == ["alice"] * 3
+        assert (
+            time.monotonic() - started >= 0.5
+        )  # the third call waited for Retry-After
+
+
+def test_limits_are_configurable_and_checked():
+    assert parse_limits("training=2, predict=0")["training"] == 2
+    with pytest.raises(ValueError):
+        parse_limits("bogus=3")
+    with pytest.raises(SettingsError):
+        load_settings(environ={"APPLIANCE_RATE_LIMITS": "training=lots"})
