@@ -196,6 +196,7 @@ async def accept_invite(request: Request):
 
 
 def _managed_invite(request: Request) -> dict:
+    require_user(request)
     invite = services(request).db.invite(request.path_params["invite_id"])
     if invite is None or role_in(request, invite["team_id"]) is None:
         raise NotFound("Invite not found")

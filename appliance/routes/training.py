@@ -109,6 +109,7 @@ async def start(request: Request):
 async def gpu_availability(request: Request):
     """Local compute by name, with how free it is now: High when no training runs,
     Medium while one does, Low when more wait in the queue."""
+    require_user(request)
     compute = await run_in_threadpool(local_compute)
     db = services(request).db
     running = db.scalar(

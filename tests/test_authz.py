@@ -1,0 +1,357 @@
+"""Every route, every kind of caller: anonymous, a stranger, and a team's viewer,
+editor, admin and owner, against the team's private resources.
+
+Each route is classified once below; a route the app has and this table lacks fails
+the test, so no route goes unchecked."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from appliance.app import create_app
+from appliance.keys import create_key
+from appliance.settings import load_settings
+
+PERSONAS = ("anonymous", "stranger", "viewer", "editor", "admin", "owner")
+RANK = {"viewer": 0, "editor": 1, "admin": 2, "owner": 3}
+
+# level: anyone | signed | user | self | member | read | write | admin | owner
+TABLE = [
+    ("GET", "/api/account/summary", "/api/account/summary", None, "user"),
+    ("GET", "/api/api-keys", "/api/api-keys", None, "user"),
+    ("POST", "/api/api-keys", "/api/api-keys", {"name": "x"}, "user"),
+    ("DELETE", "/api/api-keys", "/api/api-keys?keyId=nope", None, "user"),
+    ("DELETE", "/api/api-keys/{key_id}", "/api/api-keys/nope", None, "user"),
+    ("POST", "/api/upload/signed-url", "/api/upload/signed-url", {}, "user"),
+    ("POST", "/api/upload/complete", "/api/upload/complete", {}, "user"),
+    ("PUT", "/uploads/{session_id}", "/uploads/{upload}", None, "signed"),
+    ("GET", "/files/{path:path}", "/files/models/{model}/best.pt", None, "signed"),
+    (
+        "POST",
+        "/api/datasets",
+        "/api/datasets",
+        {"dataset": "n", "name": "N", "owner": "lab"},
+        "write",
+    ),
+    (
+        "POST",
+        "/api/datasets/ingest",
+        "/api/datasets/ingest",
+        {"datasetId": "{dataset}"},
+        "write",
+    ),
+    ("GET", "/api/datasets/{owner}", "/api/datasets/lab", None, "anyone"),
+    ("GET", "/api/datasets/{owner}", "/api/datasets/{dataset}", None, "read"),
+    ("GET", "/api/datasets/{owner}/{dataset}", "/api/datasets/lab/ds", None, "read"),
+    (
+        "GET",
+        "/api/datasets/{owner}/{dataset}",
+        "/api/datasets/{dataset}/images",
+        None,
+        "read",
+    ),
+    (
+        "POST",
+        "/api/datasets/{owner}/{dataset}/ingest",
+        "/api/datasets/lab/ds/ingest",
+        {},
+        "write",
+    ),
+    (
+        "GET",
+        "/api/datasets/{owner}/{dataset}/images",
+        "/api/datasets/lab/ds/images",
+        None,
+        "read",
+    ),
+    (
+        "POST",
+        "/api/projects",
+        "/api/projects",
+        {"project": "n", "name": "N", "owner": "lab"},
+        "write",
+    ),
+    ("GET", "/api/projects/{owner}", "/api/projects/lab", None, "anyone"),
+    ("GET", "/api/projects/{owner}", "/api/projects/{project}", None, "read"),
+    ("GET", "/api/projects/{owner}/{project}", "/api/projects/lab/proj", None, "read"),
+    (
+        "POST",
+        "/api/models",
+        "/api/models",
+        {"owner": "lab", "project": "proj", "model": "n"},
+        "write",
+    ),
+    ("GET", "/api/models/{owner}", "/api/models/{model}", None, "read"),
+    ("GET", "/api/models/{owner}/{project}", "/api/models/lab/proj", None, "read"),
+    ("GET", "/api/models/{owner}/{project}", "/api/models/{model}/files", None, "read"),
+    (
+        "POST",
+        "/api/models/{owner}/{project}",
+        "/api/models/{model}/predict",
+        None,
+        "read",
+    ),
+    (
+        "DELETE",
+        "/api/models/{owner}/{project}",
+        "/api/models/{model}/training",
+        None,
+        "write",
+    ),
+    (
+        "GET",
+        "/api/models/{owner}/{project}/{model}",
+        "/api/models/lab/proj/m",
+        None,
+        "read",
+    ),
+    (
+        "GET",
+        "/api/models/{owner}/{project}/{model}/files",
+        "/api/models/lab/proj/m/files",
+        None,
+        "read",
+    ),
+    (
+        "GET",
+        "/api/models/{owner}/{project}/{model}/training",
+        "/api/models/lab/proj/m/training",
+        None,
+        "read",
+    ),
+    (
+        "DELETE",
+        "/api/models/{owner}/{project}/{model}/training",
+        "/api/models/lab/proj/m/training",
+        None,
+        "write",
+    ),
+    (
+        "POST",
+        "/api/models/{owner}/{project}/{model}/predict",
+        "/api/models/lab/proj/m/predict",
+        None,
+        "read",
+    ),
+    (
+        "POST",
+        "/api/models/{owner}/{project}/{model}/exports",
+        "/api/models/lab/proj/m/exports",
+        {"format": "onnx"},
+        "write",
+    ),
+    (
+        "GET",
+        "/api/models/{owner}/{project}/{model}/exports",
+        "/api/models/lab/proj/m/exports",
+        None,
+        "read",
+    ),
+    (
+        "GET",
+        "/api/models/{owner}/{project}/{model}/exports/{export_id}",
+        "/api/models/lab/proj/m/exports/{export}",
+        None,
+        "read",
+    ),
+    (
+        "POST",
+        "/api/training/start",
+        "/api/training/start",
+        {"modelId": "{model}"},
+        "write",
+    ),
+    (
+        "GET",
+        "/api/training/gpu-availability",
+        "/api/training/gpu-availability",
+        None,
+        "user",
+    ),
+    ("GET", "/api/jobs", "/api/jobs", None, "user"),
+    ("GET", "/api/jobs/{job_id}", "/api/jobs/{job}", None, "self"),
+    ("POST", "/api/auth/login", "/api/auth/login", {}, "anyone"),
+    ("POST", "/api/auth/logout", "/api/auth/logout", None, "user"),
+    ("GET", "/api/auth/session", "/api/auth/session", None, "user"),
+    ("GET", "/api/teams", "/api/teams", None, "user"),
+    (
+        "POST",
+        "/api/teams/create",
+        "/api/teams/create",
+        {"username": "other-team"},
+        "user",
+    ),
+    ("GET", "/api/members", "/api/members?owner=lab", None, "member"),
+    (
+        "POST",
+        "/api/members",
+        "/api/members",
+        {"owner": "lab", "username": "z", "role": "viewer"},
+        "admin",
+    ),
+    (
+        "POST",
+        "/api/members/transfer-ownership",
+        "/api/members/transfer-ownership",
+        {"owner": "lab", "userId": "{extra}"},
+        "owner",
+    ),
+    (
+        "PATCH",
+        "/api/members/{user_id}",
+        "/api/members/{extra}",
+        {"owner": "lab", "role": "editor"},
+        "admin",
+    ),
+    (
+        "DELETE",
+        "/api/members/{user_id}",
+        "/api/members/{extra}?owner=lab",
+        None,
+        "admin",
+    ),
+    (
+        "POST",
+        "/api/invites/accept",
+        "/api/invites/accept",
+        {"token": "{token}"},
+        "user",
+    ),
+    ("GET", "/api/invites/info", "/api/invites/info?token={token}", None, "anyone"),
+    ("DELETE", "/api/invites/{invite_id}", "/api/invites/{invite}", None, "admin"),
+    (
+        "POST",
+        "/api/invites/{invite_id}/resend",
+        "/api/invites/{invite}/resend",
+        None,
+        "admin",
+    ),
+]
+
+
+def _world(home):
+    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
+    app = create_app(settings, run_queue=False)
+    db = app.state.services.db
+    ids, headers = {}, {"anonymous": {}}
+    users = {
+        name: db.create_user(name)
+        for name in ("owner", "admin", "editor", "viewer", "stranger", "extra")
+    }
+    for name, user in users.items():
+        headers[name] = {"Authorization": f"Bearer {create_key(db, user['id'])}"}
+    team = db.create_team("lab", "Lab", users["owner"]["id"])
+    for name in ("admin", "editor", "viewer"):
+        db.set_membership(team["id"], users[name]["id"], name)
+    db.set_membership(team["id"], users["extra"]["id"], "viewer")
+    dataset = db.create_dataset(
+        owner_id=team["id"], slug="ds", name="ds", task="detect", visibility="private"
+    )
+    project = db.create_project(
+        owner_id=team["id"], slug="proj", name="proj", visibility="private"
+    )
+    model = db.create_model(project_id=project["id"], slug="m", name="m")
+    export = db.create_export(model_id=model["id"], format="onnx")
+    job = db.create_job("ingest", dataset["id"], users["editor"]["id"])
+    upload = db.create_upload(
+        user_id=users["editor"]["id"],
+        asset_type="datasets",
+        asset_id="x",
+        filename="x.zip",
+        content_type="application/zip",
+        total_bytes=3,
+        expires_at="2999-01-01T00:00:00.000Z",
+    )
+    from appliance.web import hash_token
+
+    invite = db.create_invite(
+        team_id=team["id"],
+        invitee="someone",
+        role="viewer",
+        token_hash=hash_token("tok-123"),
+        invited_by=users["owner"]["id"],
+        expires_at="2999-01-01T00:00:00.000Z",
+    )
+    ids.update(
+        dataset=dataset["id"],
+        project=project["id"],
+        model=model["id"],
+        export=export["id"],
+        job=job["id"],
+        upload=upload["id"],
+        invite=invite["id"],
+        token="tok-123",
+        extra=users["extra"]["id"],
+    )
+    return app, headers, ids
+
+
+def _fill(value, ids):
+    if isinstance(value, str):
+        for key, real in ids.items():
+            value = value.replace("{" + key + "}", real)
+        return value
+    if isinstance(value, dict):
+        return {k: _fill(v, ids) for k, v in value.items()}
+    return value
+
+
+def _expected_denial(level: str, persona: str) -> int | None:
+    """The status a persona must get, or None when it must not be denied."""
+    if level == "anyone":
+        return None
+    if level == "signed":
+        return 401
+    if persona == "anonymous":
+        return 404 if level == "read" else 401
+    if level == "user":
+        return None
+    if level == "self":
+        return None if persona == "editor" else 404
+    if persona == "stranger":
+        return 404
+    needed = {
+        "member": "viewer",
+        "read": "viewer",
+        "write": "editor",
+        "admin": "admin",
+        "owner": "owner",
+    }[level]
+    return None if RANK[persona] >= RANK[needed] else 403
+
+
+def test_every_route_is_in_the_table(tmp_path):
+    app, _, _ = _world(tmp_path / "h")
+    routes = {
+        (method, r.path)
+        for r in app.routes
+        if isinstance(r, Route)
+        for method in r.methods - {"HEAD"}
+    }
+    covered = {(method, template) for method, template, *_ in TABLE}
+    assert routes - covered == set(), "classify these routes in TABLE"
+
+
+@pytest.mark.parametrize(
+    "method,template,path,body,level", TABLE, ids=[f"{m} {p}" for m, _, p, *_ in TABLE]
+)
+def test_route_access(tmp_path, method, template, path, body, level):
+    for persona in PERSONAS:
+        app, headers, ids = _world(tmp_path / persona)
+        with TestClient(app) as client:
+            kwargs = {"headers": headers[persona]}
+            if body is not None:
+                kwargs["json"] = _fill(body, ids)
+            response = client.request(method, _fill(path, ids), **kwargs)
+        denial = _expected_denial(level, persona)
+        status = response.status_code
+        assert status < 500, (persona, status, response.text)
+        assert set(response.json()) >= {"error"} if status >= 400 else True
+        if denial is None:
+            assert status not in (401, 403) and not (
+                status == 404 and level in ("read", "member")
+            ), (persona, status, response.text)
+        else:
+            assert status == denial, (persona, status, response.text)
