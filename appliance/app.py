@@ -24,6 +24,7 @@ from .routes import (
     account,
     auth,
     datasets,
+    explore,
     exports,
     files,
     jobs,
@@ -32,6 +33,7 @@ from .routes import (
     teams,
     training,
     upload,
+    users,
 )
 from .settings import Settings
 from .signing import Signer, load_secret
@@ -141,6 +143,8 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             *jobs.routes,
             *auth.routes,
             *teams.routes,
+            *users.routes,
+            *explore.routes,
         ],
         exception_handlers={
             ApplianceError: _appliance_error,

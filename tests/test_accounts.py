@@ -276,3 +276,127 @@ def test_team_names_follow_username_rules(world):
         ).status_code
         == 409
     )
+
+
+def test_profiles_follows_and_username_checks(world):
+    client, people, _ = world
+    followed = client.patch(
+        "/api/users",
+        json={"username": "owner", "followed": True},
+        headers=people["viewer"],
+    )
+    assert followed.json() == {"followed": True, "followerCount": 1}
+    profile = client.get("/api/users?username=owner", headers=people["viewer"]).json()[
+        "user"
+    ]
+    assert profile["isFollowed"] is True and profile["accountType"] == "personal"
+    assert (
+        client.get("/api/users?username=lab", headers=people["viewer"]).json()["user"][
+            "accountType"
+        ]
+        == "team"
+    )
+    assert (
+        client.get("/api/users?username=nobody", headers=people["viewer"]).status_code
+        == 404
+    )
+    taken = client.get(
+        "/api/username/check?username=lab&suggest=true", headers=people["viewer"]
+    ).json()
+    assert taken["available"] is False and taken["suggestion"] == "lab-2"
+    assert (
+        client.get("/api/username/check?username=Bad", headers=people["viewer"]).json()[
+            "available"
+        ]
+        is False
+    )
+    assert (
+        client.get(
+            "/api/username/check?username=free-one", headers=people["viewer"]
+        ).json()["available"]
+        is True
+    )
+
+
+def test_settings_and_icon(world):
+    import io
+
+    from PIL import Image
+
+    client, people, _ = world
+    saved = client.post(
+        "/api/settings",
+        json={"fullName": "Vi Ewer", "bio": "labels", "socials": {"github": "vi"}},
+        headers=people["viewer"],
+    )
+    assert saved.status_code == 200 and saved.json()["settings"]["bio"] == "labels"
+    assert (
+        client.post(
+            "/api/settings",
+            json={"socials": {"myspace": "x"}},
+            headers=people["viewer"],
+        ).status_code
+        == 400
+    )
+    buffer = io.BytesIO()
+    Image.new("RGBA", (900, 300), (0, 0, 255, 128)).save(buffer, "PNG")
+    icon = client.post(
+        "/api/settings/icon",
+        files={"file": ("me.png", buffer.getvalue(), "image/png")},
+        headers=people["viewer"],
+    )
+    assert icon.status_code == 200
+    fetched = client.get(icon.json()["imageUrl"])
+    assert fetched.status_code == 200 and Image.open(
+        io.BytesIO(fetched.content)
+    ).size == (256, 85)
+    junk = client.post(
+        "/api/settings/icon",
+        files={"file": ("x.png", b"not an image", "image/png")},
+        headers=people["viewer"],
+    )
+    assert junk.status_code == 400
+    big = client.post(
+        "/api/settings/icon",
+        files={"file": ("x.png", b"0" * (3 * 1024 * 1024), "image/png")},
+        headers=people["viewer"],
+    )
+    assert big.status_code == 413
+    assert (
+        client.delete("/api/settings/icon", headers=people["viewer"]).status_code == 204
+    )
+
+
+def test_explore_lists_only_public_content(world):
+    client, people, db = world
+    team = db.user_by_name("lab")
+    db.create_dataset(
+        owner_id=team["id"],
+        slug="open-cars",
+        name="Open cars",
+        task="detect",
+        visibility="public",
+    )
+    db.create_dataset(
+        owner_id=team["id"],
+        slug="secret-cars",
+        name="Secret cars",
+        task="detect",
+        visibility="private",
+    )
+    db.create_project(
+        owner_id=team["id"], slug="open-proj", name="Open project", visibility="public"
+    )
+    found = client.get("/api/explore/search?q=cars").json()
+    assert [d["dataset"] for d in found["datasets"]] == ["open-cars"] and found[
+        "hasMore"
+    ] is False
+    only = client.get("/api/explore/search?type=projects&sort=name-asc").json()
+    assert only["datasets"] == [] and [p["project"] for p in only["projects"]] == [
+        "open-proj"
+    ]
+    assert client.get("/api/explore/search?sort=loudest").status_code == 400
+    assert (
+        client.get("/api/datasets/lab/open-cars").status_code == 200
+    )  # anonymous read of public
+    assert client.get("/api/datasets/lab/secret-cars").status_code == 404
