@@ -16,7 +16,7 @@ from .blobs import BlobStore
 from .errors import ApplianceError
 from .jobs import JobQueue
 from .jobs.exporting import run_export
-from .jobs.ingesting import run_ingest_job
+from .jobs.ingesting import run_gdpr_export, run_ingest_job
 from .jobs.training import run_training
 from .keys import Keyring
 from .ratelimit import RateLimitMiddleware
@@ -27,6 +27,7 @@ from .routes import (
     explore,
     exports,
     files,
+    gdpr,
     jobs,
     models,
     projects,
@@ -57,6 +58,7 @@ def build_services(settings: Settings) -> Services:
     queue.register("ingest", lambda job: run_ingest_job(queue, job))
     queue.register("train", lambda job: run_training(queue, job))
     queue.register("export", lambda job: run_export(queue, job))
+    queue.register("gdpr_export", lambda job: run_gdpr_export(queue, job))
     return Services(
         settings=settings,
         db=db,
@@ -145,6 +147,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             *teams.routes,
             *users.routes,
             *explore.routes,
+            *gdpr.routes,
         ],
         exception_handlers={
             ApplianceError: _appliance_error,

@@ -400,3 +400,73 @@ def test_explore_lists_only_public_content(world):
         client.get("/api/datasets/lab/open-cars").status_code == 200
     )  # anonymous read of public
     assert client.get("/api/datasets/lab/secret-cars").status_code == 404
+
+
+def test_gdpr_export_is_a_job_and_delete_needs_the_word(home, tmp_path):
+    import io
+    import time
+    import zipfile
+
+    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
+    app = create_app(settings)
+    db = app.state.services.db
+    user = db.create_user("gina")
+    auth = {"Authorization": f"Bearer {create_key(db, user['id'])}"}
+    with TestClient(app) as client:
+        client.post(
+            "/api/datasets", json={"dataset": "mine", "name": "Mine"}, headers=auth
+        )
+        client.post(
+            "/api/projects", json={"project": "proj", "name": "Proj"}, headers=auth
+        )
+        job = client.post("/api/gdpr", json={"action": "export"}, headers=auth).json()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = client.get(f"/api/gdpr?jobId={job['jobId']}", headers=auth).json()[
+                "job"
+            ]
+            if state["status"] in ("completed", "failed"):
+                break
+            time.sleep(0.1)
+        assert state["status"] == "completed", state
+        archive = zipfile.ZipFile(io.BytesIO(client.get(state["downloadUrl"]).content))
+        names = set(archive.namelist())
+        assert {
+            "account.json",
+            "datasets/mine/dataset.json",
+            "projects/proj/project.json",
+        } <= names
+        assert "password_hash" not in archive.read("account.json").decode()
+        team = client.post(
+            "/api/teams/create", json={"username": "gina-team"}, headers=auth
+        )
+        assert team.status_code == 201
+        no_word = client.post("/api/gdpr", json={"action": "delete"}, headers=auth)
+        assert no_word.status_code == 400
+        owns_team = client.post(
+            "/api/gdpr",
+            json={"action": "delete", "confirmationWord": "DELETE"},
+            headers=auth,
+        )
+        assert owns_team.status_code == 409
+        gone_team = client.post(
+            "/api/gdpr",
+            json={
+                "action": "delete",
+                "confirmationWord": "DELETE",
+                "teamUsername": "gina-team",
+            },
+            headers=auth,
+        )
+        assert gone_team.status_code == 200
+        gone = client.post(
+            "/api/gdpr",
+            json={"action": "delete", "confirmationWord": "DELETE"},
+            headers=auth,
+        )
+        assert gone.json()["deleted"] == {"datasets": 1, "projects": 1, "models": 0}
+        assert client.get("/api/account/summary", headers=auth).status_code == 401
+    assert (
+        db.user_by_name("gina") is None
+        and db.scalar("SELECT count(*) FROM datasets") == 0
+    )

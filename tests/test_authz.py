@@ -235,6 +235,8 @@ TABLE = [
     ("DELETE", "/api/settings/icon", "/api/settings/icon", None, "user"),
     ("POST", "/api/onboarding", "/api/onboarding", {}, "user"),
     ("GET", "/api/explore/search", "/api/explore/search?q=ds", None, "anyone"),
+    ("GET", "/api/gdpr", "/api/gdpr?jobId={job}", None, "user"),
+    ("POST", "/api/gdpr", "/api/gdpr", {"action": "delete"}, "user"),
     ("GET", "/api/explore/sidebar", "/api/explore/sidebar", None, "anyone"),
     ("DELETE", "/api/invites/{invite_id}", "/api/invites/{invite}", None, "admin"),
     (
