@@ -470,3 +470,43 @@ def test_gdpr_export_is_a_job_and_delete_needs_the_word(home, tmp_path):
         db.user_by_name("gina") is None
         and db.scalar("SELECT count(*) FROM datasets") == 0
     )
+
+
+def test_no_secret_reaches_a_log_line_and_cors_stays_closed(home, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
+    app = create_app(settings, run_queue=False)
+    db = app.state.services.db
+    user = db.create_user("sam", password_hash=hash_secret("sam-password-1"))
+    key = create_key(db, user["id"])
+    with TestClient(app) as client:
+        client.get("/api/account/summary", headers={"Authorization": f"Bearer {key}"})
+        client.get(
+            "/api/account/summary", headers={"Authorization": "Bearer ul_" + "f" * 40}
+        )
+        login = client.post(
+            "/api/auth/login", json={"username": "sam", "password": "sam-password-1"}
+        )
+        made = client.post(
+            "/api/api-keys",
+            json={"name": "x"},
+            headers={"X-CSRF-Token": login.json()["csrfToken"]},
+        )
+        preflight = client.options(
+            "/api/account/summary",
+            headers={
+                "Origin": "http://elsewhere.example",
+                "Access-Control-Request-Method": "GET",
+            },
+        )
+    text = caplog.text
+    for secret in (
+        key,
+        "sam-password-1",
+        made.json()["key"],
+        login.cookies.get("appliance_session") or "x" * 40,
+    ):
+        assert secret not in text
+    assert "access-control-allow-origin" not in {h.lower() for h in preflight.headers}

@@ -14,6 +14,13 @@ from appliance.app import create_app
 from appliance.keys import create_key
 from appliance.settings import load_settings
 
+CODES = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    429: "RATE_LIMITED",
+}
 PERSONAS = ("anonymous", "stranger", "viewer", "editor", "admin", "owner")
 RANK = {"viewer": 0, "editor": 1, "admin": 2, "owner": 3}
 
@@ -366,7 +373,11 @@ def test_route_access(tmp_path, method, template, path, body, level):
         denial = _expected_denial(level, persona)
         status = response.status_code
         assert status < 500, (persona, status, response.text)
-        assert set(response.json()) >= {"error"} if status >= 400 else True
+        if status >= 400:
+            assert set(response.json()) == {"error"} and response.json()["error"]
+            assert response.headers["x-error-code"] == CODES.get(
+                status, response.headers["x-error-code"]
+            )
         if denial is None:
             assert status not in (401, 403) and not (
                 status == 404 and level in ("read", "member")
