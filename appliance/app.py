@@ -160,6 +160,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
         RateLimitMiddleware,
         limits=settings.rate_limits,
         ip_limit=settings.ip_rate_limit,
+        window=settings.rate_window,
     )
     # A trailing slash is a 404 like any unknown path, never a redirect built
     # from the Host header.

@@ -100,6 +100,10 @@ def delete_everything(db: Database, blobs: BlobStore, owner_id: str) -> dict[str
         conn.execute("DELETE FROM users WHERE id = ?", [owner_id])
     for model_id in model_ids:
         blobs.remove_tree("models", model_id)
+    for job in db.query(
+        "SELECT id FROM jobs WHERE kind = 'gdpr_export' AND subject_id = ?", [owner_id]
+    ):
+        blobs.remove_tree("gdpr", job["id"])
     blobs.remove_tree("icons", owner_id)
     logger.info("deleted workspace %s: %s", owner_id, counts)
     return counts

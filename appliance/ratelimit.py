@@ -25,6 +25,7 @@ DEFAULT_LIMITS = {
 }
 DEFAULT_IP_LIMIT = 100
 WINDOW = 60
+_SESSION = b"appliance_session="
 
 _CATEGORIES = [
     ("POST", re.compile(r"^/api/training/start$"), "training"),
@@ -53,17 +54,31 @@ class _Windows:
         self._lock = threading.Lock()
 
     def hit(self, bucket: str, limit: int, now: float) -> tuple[bool, int, int]:
-        """Count one request; returns (allowed, remaining, window end)."""
+        """Count one request against a sliding window (the previous window's count,
+        weighted by how much of it still overlaps); returns (allowed, remaining,
+        when the current window ends)."""
         window = int(now // self.seconds)
         end = (window + 1) * self.seconds
+        overlap = 1.0 - (now - window * self.seconds) / self.seconds
         with self._lock:
             if len(self._counts) > 100_000:
-                self._counts = {k: v for k, v in self._counts.items() if k[1] >= window}
-            count = self._counts.get((bucket, window), 0)
-            if count >= limit:
-                return False, 0, end
-            self._counts[(bucket, window)] = count + 1
-        return True, limit - count - 1, end
+                self._counts = {
+                    k: v for k, v in self._counts.items() if k[1] >= window - 1
+                }
+            current = self._counts.get((bucket, window), 0)
+            previous = self._counts.get((bucket, window - 1), 0)
+            used = current + previous * overlap
+            if used >= limit:
+                return False, 0, self._free_at(window, current, previous, limit)
+            self._counts[(bucket, window)] = current + 1
+        return True, max(int(limit - used - 1), 0), end
+
+    def _free_at(self, window: int, current: int, previous: int, limit: int) -> int:
+        """When the weighted count next drops below the limit."""
+        start = window * self.seconds
+        if current < limit and previous:
+            return int(start + self.seconds * (1 - (limit - current) / previous)) + 1
+        return int(start + self.seconds * (2 - limit / max(current, 1))) + 1
 
 
 class RateLimitMiddleware:
@@ -111,11 +126,17 @@ class RateLimitMiddleware:
 
 
 def _bearer(scope: Scope) -> str | None:
+    """Who to count a request against: its API key, else its browser session."""
+    session = None
     for name, value in scope.get("headers", []):
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return hashlib.sha256(token.strip().encode()).hexdigest()[:32]
+        elif name == b"cookie" and _SESSION in value:
+            session = value
+    if session is not None:
+        return "session:" + hashlib.sha256(session).hexdigest()[:32]
     return None
 
 

@@ -73,6 +73,10 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise Invalid("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Invalid("request body must be a JSON object")
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise Invalid("request body holds text that is not valid Unicode") from None
     return body
 
 
@@ -152,6 +156,8 @@ def field(
 def display_name(value: Any, label: str = "name") -> str:
     """A display name as the contract allows it: 1-100 characters, not blank, no
     control characters."""
+    if value is not None and not isinstance(value, str):
+        raise Invalid(f"{label} must be a string")
     if not isinstance(value, str) or not value.strip():
         raise Invalid(f"{label} is required and must not be blank")
     if len(value) > 100:
@@ -285,7 +291,8 @@ def owner_for_write(request: Request, owner: str | None) -> dict:
 
 
 def visible_owner(request: Request, owner: str) -> dict:
-    """The owner named in a path."""
+    """The owner named in a path. A bad key is refused even where no key is needed."""
+    current_user(request)
     row = services(request).db.user_by_name(owner)
     if row is None:
         raise NotFound(f"Owner {owner} not found")
@@ -294,7 +301,8 @@ def visible_owner(request: Request, owner: str) -> dict:
 
 def can_see(request: Request, owner_id: str, visibility: str) -> bool:
     """Public resources are readable by anyone; private ones by workspace members."""
-    return visibility == "public" or role_in(request, owner_id) is not None
+    role = role_in(request, owner_id)  # authenticates first: a bad key is a 401
+    return visibility == "public" or role is not None
 
 
 def can_edit(request: Request, owner_id: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from starlette.testclient import TestClient
 
@@ -108,7 +110,7 @@ def test_member_management_needs_admin(world):
         == 200
     )
     assert db.membership_role(db.user_by_name("lab")["id"], viewer_id) == "admin"
-    invite = {"owner": "lab", "username": "x", "role": "viewer"}
+    invite = {"owner": "lab", "username": "stranger", "role": "viewer"}
     assert (
         client.post("/api/members", json=invite, headers=people["editor"]).status_code
         == 403
@@ -510,3 +512,99 @@ def test_no_secret_reaches_a_log_line_and_cors_stays_closed(home, caplog):
     ):
         assert secret not in text
     assert "access-control-allow-origin" not in {h.lower() for h in preflight.headers}
+
+
+def test_second_trial_findings(world):
+    client, people, db = world
+    owner_id = db.user_by_name("owner")["id"]
+    to_self = client.post(
+        "/api/members/transfer-ownership",
+        json={"owner": "lab", "userId": owner_id},
+        headers=people["owner"],
+    )
+    assert to_self.status_code == 400
+    assert db.membership_role(db.user_by_name("lab")["id"], owner_id) == "owner"
+    assert (
+        client.post(
+            "/api/members/transfer-ownership",
+            json={"owner": "lab", "userId": ""},
+            headers=people["owner"],
+        ).status_code
+        == 400
+    )
+    # Invites name one person, who alone may accept; nonsense names are refused.
+    for invitee, status in (
+        ("nosuchuser", 404),
+        ("editor", 409),
+        ("<script>", 404),
+        ("not-an-email@", 400),
+    ):
+        made = client.post(
+            "/api/members",
+            json={"owner": "lab", "username": invitee},
+            headers=people["owner"],
+        )
+        assert made.status_code == status, invitee
+    made = client.post(
+        "/api/members",
+        json={"owner": "lab", "username": "stranger"},
+        headers=people["owner"],
+    )
+    token = made.json()["invite"]["token"]
+    again = client.post(
+        "/api/members",
+        json={"owner": "lab", "username": "stranger"},
+        headers=people["owner"],
+    )
+    assert again.status_code == 409
+    assert (
+        client.post(
+            "/api/invites/accept", json={"token": token}, headers=people["viewer"]
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            "/api/invites/accept", json={"token": token}, headers=people["stranger"]
+        ).status_code
+        == 200
+    )
+    # Lone surrogates are bad requests, not server errors.
+    for path, body in (
+        ("/api/teams/create", {"username": "okteam", "fullName": "\ud800"}),
+        ("/api/settings", {"bio": "\ud800"}),
+        ("/api/api-keys", {"name": "\udfff"}),
+    ):
+        raw = json.dumps(body)  # ASCII escapes: the only way to send a lone surrogate
+        response = client.post(path, content=raw, headers=people["viewer"])
+        assert response.status_code == 400, path
+    # A bad key is refused even on a public read.
+    bad = {"Authorization": "Bearer ul_" + "0" * 40}
+    assert client.get("/api/projects/lab", headers=bad).status_code == 401
+    assert client.get("/api/datasets/lab", headers=bad).status_code == 401
+
+
+def test_gdpr_export_is_gone_with_the_account(home):
+    import time
+
+    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
+    app = create_app(settings)
+    db = app.state.services.db
+    user = db.create_user("hal")
+    auth = {"Authorization": f"Bearer {create_key(db, user['id'])}"}
+    with TestClient(app) as client:
+        job = client.post("/api/gdpr", json={"action": "export"}, headers=auth).json()
+        for _ in range(300):
+            state = client.get(f"/api/gdpr?jobId={job['jobId']}", headers=auth).json()[
+                "job"
+            ]
+            if state["status"] == "completed":
+                break
+            time.sleep(0.1)
+        assert client.get(state["downloadUrl"]).status_code == 200
+        client.post(
+            "/api/gdpr",
+            json={"action": "delete", "confirmationWord": "DELETE"},
+            headers=auth,
+        )
+        assert client.get(state["downloadUrl"]).status_code == 404

@@ -24,7 +24,7 @@ CODES = {
 PERSONAS = ("anonymous", "stranger", "viewer", "editor", "admin", "owner")
 RANK = {"viewer": 0, "editor": 1, "admin": 2, "owner": 3}
 
-# level: anyone | signed | user | self | member | read | write | admin | owner
+# level: anyone | signed | user | self | invitee | member | read | write | admin | owner
 TABLE = [
     ("GET", "/api/account/summary", "/api/account/summary", None, "user"),
     ("GET", "/api/api-keys", "/api/api-keys", None, "user"),
@@ -224,7 +224,7 @@ TABLE = [
         "/api/invites/accept",
         "/api/invites/accept",
         {"token": "{token}"},
-        "user",
+        "invitee",
     ),
     ("GET", "/api/invites/info", "/api/invites/info?token={token}", None, "anyone"),
     ("GET", "/api/users", "/api/users?username=lab", None, "user"),
@@ -293,7 +293,7 @@ def _world(home):
 
     invite = db.create_invite(
         team_id=team["id"],
-        invitee="someone",
+        invitee="stranger",
         role="viewer",
         token_hash=hash_token("tok-123"),
         invited_by=users["owner"]["id"],
@@ -335,6 +335,8 @@ def _expected_denial(level: str, persona: str) -> int | None:
         return None
     if level == "self":
         return None if persona == "editor" else 404
+    if level == "invitee":
+        return None if persona == "stranger" else 403
     if persona == "stranger":
         return 404
     needed = {

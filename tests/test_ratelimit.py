@@ -82,3 +82,43 @@ def test_limits_are_configurable_and_checked():
         parse_limits("bogus=3")
     with pytest.raises(SettingsError):
         load_settings(environ={"APPLIANCE_RATE_LIMITS": "training=lots"})
+
+
+def test_sliding_window_stops_a_burst_across_the_boundary():
+    from appliance.ratelimit import _Windows
+
+    windows = _Windows(60)
+    allowed = [
+        windows.hit("k", 10, 59.0)[0] for _ in range(10)
+    ]  # the end of one window
+    assert all(allowed)
+    burst = [windows.hit("k", 10, 61.0)[0] for _ in range(10)]  # just after the reset
+    assert burst.count(True) <= 1
+    later = [
+        windows.hit("k", 10, 119.0)[0] for _ in range(10)
+    ]  # the old window has faded
+    assert later.count(True) >= 8
+
+
+def test_sessions_are_limited_like_keys(home):
+    from appliance.secrets_ import hash_secret
+
+    limits = {**parse_limits(""), "upload": 2}
+    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
+    app = create_app(
+        settings.with_overrides(rate_limits=limits, ip_rate_limit=0), run_queue=False
+    )
+    app.state.services.db.create_user("sue", password_hash=hash_secret("sue-password"))
+    with TestClient(app) as client:
+        csrf = client.post(
+            "/api/auth/login", json={"username": "sue", "password": "sue-password"}
+        ).json()
+        codes = [
+            client.post(
+                "/api/upload/signed-url",
+                json={},
+                headers={"X-CSRF-Token": csrf["csrfToken"]},
+            ).status_code
+            for _ in range(3)
+        ]
+    assert codes == [400, 400, 429]

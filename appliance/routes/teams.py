@@ -5,6 +5,7 @@ token is stored hashed, lives 14 days, and a resend rotates it."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,13 @@ from ..web import (
 )
 
 INVITE_DAYS = 14
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def role_in_team(db, team_id: str, user_id: str) -> str | None:
+    return db.membership_role(team_id, user_id)
+
+
 _INVITABLE = ("viewer", "editor", "admin")
 
 
@@ -142,9 +150,20 @@ async def invite_member(request: Request):
     if team["kind"] != "team":
         raise Invalid("invite members to a team workspace: pass its name as owner")
     require_role(request, team["id"], "admin", "Inviting members")
-    invitee = field(body, "username", str) or field(body, "email", str)
+    invitee = (field(body, "username", str) or field(body, "email", str) or "").strip()
     if not invitee:
         raise Invalid("username or email is required")
+    db = services(request).db
+    person = db.user_by_name(invitee) if "@" not in invitee else None
+    if "@" in invitee:
+        if not _EMAIL.match(invitee):
+            raise Invalid("email is not an e-mail address")
+    elif person is None or person["kind"] != "personal":
+        raise NotFound(f"no user named {invitee}")
+    elif role_in_team(db, team["id"], person["id"]) is not None:
+        raise Conflict(f"{invitee} is already a member")
+    if any(i["invitee"] == invitee for i in db.pending_invites(team["id"])):
+        raise Conflict(f"{invitee} already has an open invite; resend it instead")
     role = _role(field(body, "role", str, default="viewer"), _INVITABLE)
     token, token_hash, expires = _new_token()
     invite = services(request).db.create_invite(
@@ -185,9 +204,12 @@ async def accept_invite(request: Request):
     user = require_user(request)
     body = await json_body(request)
     invite = _live_invite(request, field(body, "token", str, required=True))
+    if invite["invitee"] not in (user["username"], user.get("email")):
+        raise Forbidden("this invite is for someone else")
     db = services(request).db
-    if role_in(request, invite["team_id"]) is None:
-        db.set_membership(invite["team_id"], user["id"], invite["role"])
+    if role_in(request, invite["team_id"]) is not None:
+        raise Conflict("you are already a member of this team")
+    db.set_membership(invite["team_id"], user["id"], invite["role"])
     db.update_invite(invite["id"], accepted_at=now())
     team = db.user_by_id(invite["team_id"])
     return reply(
@@ -261,10 +283,14 @@ async def transfer_ownership(request: Request):
     team = _workspace(request, field(body, "owner", str))
     require_role(request, team["id"], "owner", "Transferring ownership")
     new_owner = field(body, "userId", str, required=True)
+    if not new_owner:
+        raise Invalid("userId is required")
+    me = require_user(request)
+    if new_owner == me["id"]:
+        raise Invalid("you already own this team; name another member")
     db = services(request).db
     if db.membership_role(team["id"], new_owner) is None:
         raise NotFound("the new owner must already be a member")
-    me = require_user(request)
     with db.atomic():
         db.set_membership(team["id"], new_owner, "owner")
         db.set_membership(team["id"], me["id"], "admin")

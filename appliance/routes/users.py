@@ -4,6 +4,7 @@ icon and onboarding."""
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 
 from PIL import Image, UnidentifiedImageError
@@ -11,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import Invalid, NotFound, TooLarge
+from ..errors import Conflict, Invalid, NotFound, TooLarge
 from ..ids import check_username, now
 from ..web import display_name, field, json_body, reply, require_user, services
 
 MAX_ICON_BYTES = 2 * 1024 * 1024
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 ICON_SIZE = 256
 _PROFILE_TEXT = ("bio", "company", "useCase")
 _SOCIALS = ("github", "linkedin", "twitter", "discord", "youtube", "scholar", "website")
@@ -157,9 +159,11 @@ async def update_settings(request: Request):
         ):
             raise Invalid(f"socials takes text for: {', '.join(_SOCIALS)}")
         profile["socials"] = socials
+    if "username" in body:
+        raise Invalid("the username is chosen at onboarding; it is not a setting")
     if "email" in body:
         email = field(body, "email", str, default="")
-        if email and ("@" not in email or len(email) > 254):
+        if email and (not _EMAIL.match(email) or len(email) > 254):
             raise Invalid("email is not an e-mail address")
         fields["email"] = email or None
     db.update_user(user["id"], profile=profile, **fields)
@@ -217,6 +221,8 @@ async def onboarding(request: Request):
     fields: dict = {"onboarded_at": now()}
     username = field(body, "username", str)
     if username and username != user["username"]:
+        if user.get("onboarded_at"):
+            raise Invalid("the username can only be chosen during onboarding")
         if reason := check_username(username):
             raise Invalid(f"username: {reason}")
         fields["username"] = username
@@ -225,7 +231,7 @@ async def onboarding(request: Request):
     try:
         db.update_user(user["id"], **fields)
     except sqlite3.IntegrityError:
-        raise Invalid(f"the name {username} is taken") from None
+        raise Conflict(f"the name {username} is taken") from None
     return reply(
         {"success": True, "username": fields.get("username", user["username"])}
     )

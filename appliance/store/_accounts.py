@@ -62,14 +62,11 @@ class AccountsMixin:
 
     def set_membership(self, team_id: str, user_id: str, role: str) -> None:
         with self.atomic() as db:
-            db["memberships"].upsert(
-                {
-                    "team_id": team_id,
-                    "user_id": user_id,
-                    "role": role,
-                    "created_at": now(),
-                },
-                pk=("team_id", "user_id"),
+            db.execute(
+                "INSERT INTO memberships (team_id, user_id, role, created_at)"
+                " VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (team_id, user_id) DO UPDATE SET role = excluded.role",
+                [team_id, user_id, role, now()],
             )
 
     def remove_membership(self, team_id: str, user_id: str) -> bool:
