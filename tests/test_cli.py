@@ -103,3 +103,75 @@ def test_first_start_prints_one_key_and_ctrl_c_stops_cleanly(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     assert proc.stdout.read() == ""
+
+
+def test_users_create_and_reset_password(tmp_path):
+    from appliance.secrets_ import verify_secret
+
+    home = str(tmp_path / "home")
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "users",
+            "create",
+            "dana",
+            "--home",
+            home,
+            "--password-stdin",
+            "--key",
+        ],
+        input="first-password\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = made.stdout.split()
+    assert lines[:2] == ["created", "dana"] and re.fullmatch(
+        r"ul_[0-9a-f]{40}", lines[2]
+    )
+    db = Database(f"{home}/appliance.db")
+    assert verify_secret("first-password", db.user_by_name("dana")["password_hash"])
+    db.create_session("h", db.user_by_name("dana")["id"], "c", "2999-01-01T00:00:00")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance",
+            "users",
+            "reset-password",
+            "dana",
+            "--home",
+            home,
+            "--password-stdin",
+        ],
+        input="second-password\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert verify_secret("second-password", db.user_by_name("dana")["password_hash"])
+    assert db.session("h") is None  # its sessions ended
+    for args, stdin in (
+        (["create", "dana"], "another-pass\n"),
+        (["create", "Bad"], "another-pass\n"),
+        (["create", "eve"], "short\n"),
+        (["reset-password", "nobody"], "another-pass\n"),
+    ):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "appliance",
+                "users",
+                *args,
+                "--home",
+                home,
+                "--password-stdin",
+            ],
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 2 and out.stderr.startswith("appliance: "), args
