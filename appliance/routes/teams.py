@@ -31,10 +31,6 @@ INVITE_DAYS = 14
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def role_in_team(db, team_id: str, user_id: str) -> str | None:
-    return db.membership_role(team_id, user_id)
-
-
 _INVITABLE = ("viewer", "editor", "admin")
 
 
@@ -160,7 +156,7 @@ async def invite_member(request: Request):
             raise Invalid("email is not an e-mail address")
     elif person is None or person["kind"] != "personal":
         raise NotFound(f"no user named {invitee}")
-    elif role_in_team(db, team["id"], person["id"]) is not None:
+    elif db.membership_role(team["id"], person["id"]) is not None:
         raise Conflict(f"{invitee} is already a member")
     if any(i["invitee"] == invitee for i in db.pending_invites(team["id"])):
         raise Conflict(f"{invitee} already has an open invite; resend it instead")
