@@ -244,7 +244,6 @@ class Predictor:
             "images": images,
             "metadata": {
                 "imageCount": len(images),
-                "classNames": [model.names[i] for i in sorted(model.names)],
                 "functionTimeAlive": round(time.monotonic() - self._started, 3),
                 "functionTimeCall": round(time.monotonic() - called, 3),
                 "model": weights.name,

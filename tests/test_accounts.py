@@ -215,15 +215,17 @@ def test_api_keys_create_list_revoke(world):
     fresh = {"Authorization": f"Bearer {key}"}
     listed = client.get("/api/api-keys", headers=fresh).json()["keys"]
     assert [k["name"] for k in listed] == ["default", "ci"]
-    assert all(key not in str(k) for k in listed) and listed[1]["prefix"] == key[:11]
-    assert listed[1]["lastUsedAt"] is not None
+    assert all(key not in str(k) for k in listed) and listed[1]["keyPrefix"] == key[:11]
+    assert set(listed[1]) == {"keyId", "name", "keyPrefix", "createdAt"}
+    detailed = client.get("/api/api-keys?details=true", headers=fresh).json()["keys"]
+    assert detailed[1]["lastUsedAt"] is not None
     revoked = client.delete(
-        f"/api/api-keys?keyId={made.json()['id']}", headers=people["editor"]
+        f"/api/api-keys?keyId={made.json()['keyId']}", headers=people["editor"]
     )
     assert revoked.status_code == 200
     assert client.get("/api/account/summary", headers=fresh).status_code == 401
     other = client.delete(
-        f"/api/api-keys?keyId={made.json()['id']}", headers=people["viewer"]
+        f"/api/api-keys?keyId={made.json()['keyId']}", headers=people["viewer"]
     )
     assert other.status_code == 404
 

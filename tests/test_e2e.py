@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from contract import problems
 from ultralytics_platform import Platform
 from ultralytics_platform._exceptions import APIError
 
@@ -212,6 +213,11 @@ def test_ingest_train_predict_export(server):
         "training",
     )
     assert job["status"] == "completed", job["error"]
+    template = "/api/models/{owner}/{project}/{model}"
+    assert problems("GET", f"{template}/training", 200, {"job": job}) == []
+    assert (
+        problems("GET", template, 200, sdk.models.retrieve(owner, "e2e", "tiny")) == []
+    )
     assert job["progress"]["currentEpoch"] == 1 and job["progress"]["totalEpochs"] == 1
     assert job["progress"]["percentage"] == 100
     assert {"train/box_loss", "metrics/mAP50(B)", "metrics/mAP50-95(B)"} <= set(
@@ -267,6 +273,12 @@ def test_ingest_train_predict_export(server):
                 "imgsz": IMGSZ,
             },
         )
+    assert (
+        problems(
+            "POST", "/api/models/{owner}/{project}/{model}/predict", 200, predicted
+        )
+        == []
+    )
     image = predicted["images"][0]
     assert (
         predicted["metadata"]["imageCount"] == 1
@@ -294,6 +306,8 @@ def test_ingest_train_predict_export(server):
         "export",
     )
     assert row["status"] == "completed", row.get("error")
+    template = "/api/models/{owner}/{project}/{model}/exports/{exportId}"
+    assert problems("GET", template, 200, {"export": row}) == []
     assert row["file"]["downloadFilename"].endswith(".onnx")
     onnx_path = server.home.parent / row["file"]["downloadFilename"]
     onnx_path.write_bytes(httpx.get(row["file"]["downloadUrl"]).content)

@@ -27,17 +27,21 @@ async def summary(request: Request):
 
 
 async def api_keys(request: Request):
+    """The contract's key list; `?details=true` adds each key's last use (an
+    appliance extension, since the contract's list allows no more fields)."""
     user = require_user(request)
-    keys = [
-        {
-            "id": row["id"],
+    details = request.query_params.get("details") == "true"
+    keys = []
+    for row in services(request).db.api_keys(user["id"]):
+        key = {
+            "keyId": row["id"],
             "name": row["name"],
-            "prefix": row["prefix"],
+            "keyPrefix": row["prefix"],
             "createdAt": row["created_at"],
-            "lastUsedAt": row["last_used_at"],
         }
-        for row in services(request).db.api_keys(user["id"])
-    ]
+        if details:
+            key["lastUsedAt"] = row["last_used_at"]
+        keys.append(key)
     return reply({"keys": keys})
 
 
@@ -48,10 +52,10 @@ async def create_key(request: Request):
     made = services(request).keyring.create(user["id"], name)
     return reply(
         {
-            "id": made["id"],
+            "keyId": made["id"],
             "name": made["name"],
             "key": made["key"],
-            "prefix": made["prefix"],
+            "keyPrefix": made["prefix"],
             "createdAt": made["created_at"],
         },
         201,

@@ -134,9 +134,10 @@ async def list_models(request: Request):
     limit = q_int(request, "limit", 20, 1, 100)
     db = services(request).db
     rows = db.models_of_project(project["id"], limit)
-    return reply(
-        {"models": [model_json(r, db.epochs(r["id"])) for r in rows], "region": "us"}
-    )
+    models = [model_json(r, db.epochs(r["id"])) for r in rows]
+    for model in models:
+        model.pop("metadata")  # the contract's list items carry no metadata
+    return reply({"models": models, "region": "us"})
 
 
 def weights_path(request: Request, model: dict):

@@ -67,7 +67,6 @@ async def signed_url(request: Request):
             "sessionId": session["id"],
             "uploadUrl": svc.signer.url(f"/uploads/{session['id']}", method="PUT"),
             "expiresAt": session["expires_at"],
-            "headers": {"Content-Type": "application/octet-stream"},
         }
     )
 
