@@ -98,11 +98,11 @@ async def list_or_retrieve(request: Request):
             {"dataset": _dataset_out(request, find_dataset(request, key), detail=True)}
         )
     owner = visible_owner(request, key)
-    limit = q_int(request, "limit", 20, 1, 100)
+    limit = q_int(request, "limit", 1000, 1, 1000)
     db = services(request).db
     rows = [
         r
-        for r in db.datasets_of(owner["id"], 1000)
+        for r in db.datasets_of(owner["id"], 1_000_000)
         if can_see(request, r["owner_id"], r["visibility"])
     ]
     return reply(

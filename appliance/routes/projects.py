@@ -68,7 +68,7 @@ async def list_or_retrieve(request: Request):
     if is_id(key):
         return await _detail(request, find_project(request, key))
     owner = visible_owner(request, key)
-    limit = q_int(request, "limit", 20, 1, 100)
+    limit = q_int(request, "limit", 20, 1, 500)
     rows = db.query(
         "SELECT p.*, u.username AS owner FROM projects p JOIN users u ON u.id = p.owner_id"
         " WHERE p.owner_id = ? ORDER BY p.created_at DESC",
