@@ -10,7 +10,6 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -200,7 +199,3 @@ class Archive:
         if len(data) > limit:
             raise Invalid(f"{name} is larger than {limit} bytes")
         return data
-
-    def iter_files(self) -> Iterator[tuple[str, int]]:
-        for name in self.names():
-            yield name, self.members[name].size

@@ -178,18 +178,6 @@ def versions() -> dict[str, str]:
     return {"ultralytics": ultralytics.__version__}
 
 
-# -- checkpoints -----------------------------------------------------------
-
-
-def checkpoint_info(path: Path) -> dict[str, Any]:
-    """Task and class names of a trained checkpoint, read through ultralytics."""
-    from ultralytics import YOLO
-
-    model = YOLO(str(path))
-    names = model.names
-    return {"task": model.task, "classNames": [names[i] for i in sorted(names)]}
-
-
 # -- prediction ------------------------------------------------------------
 
 

@@ -82,11 +82,6 @@ class Children:
             with self._lock:
                 self._procs.pop(job_id, None)
 
-    def pid(self, job_id: str) -> int | None:
-        with self._lock:
-            proc = self._procs.get(job_id)
-        return proc.pid if proc else None
-
     def _follow(
         self, job_id, proc, read_fd, on_event, should_cancel, heartbeat
     ) -> ChildResult:

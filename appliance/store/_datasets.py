@@ -58,11 +58,6 @@ class DatasetsMixin:
             [owner_id, limit],
         )
 
-    def count_datasets_of(self, owner_id: str) -> int:
-        return self.scalar(
-            "SELECT count(*) FROM datasets WHERE owner_id = ?", [owner_id]
-        )
-
     def update_dataset(self, dataset_id: str, **fields: Any) -> None:
         fields["updated_at"] = now()
         with self.atomic() as db:
