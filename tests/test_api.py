@@ -366,3 +366,33 @@ def test_training_arguments_are_checked_up_front(appliance, tmp_path):
         assert err.value.status_code == 400 and needle in _error(err.value)["error"]
     gpus = sdk.training.gpu_availability()
     assert list(gpus.values()) == ["High"]
+
+
+def test_ndjson_export(appliance, tmp_path):
+    import json as _json
+
+    client, sdk, _ = appliance
+    sdk.datasets.create(dataset="nd", name="ND")
+    data = write_zip(tmp_path / "ds.zip", base_files()).read_bytes()
+    sdk.datasets.ingest("alice", "nd", body={"sessionId": upload(client, sdk, data)})
+    wait_dataset(sdk, "nd")
+    first = sdk.datasets.export("alice", "nd")
+    assert (
+        first["cached"] is False
+        and sdk.datasets.export("alice", "nd")["cached"] is True
+    )
+    lines = [
+        _json.loads(line) for line in client.get(first["downloadUrl"]).text.splitlines()
+    ]
+    header, images = lines[0], lines[1:]
+    assert header["type"] == "dataset" and header["task"] == "detect"
+    assert header["class_names"] == {"0": "a", "1": "b"}
+    assert header["url"] == "http://testserver/alice/datasets/nd"
+    assert len(images) == 4 and {i["split"] for i in images} == {"train", "val"}
+    for record in images:
+        assert record["annotations"] == {"boxes": [[0, 0.5, 0.5, 0.25, 0.25]]}
+        stem = record["url"].split("?")[0].rsplit("/", 1)[1].split(".")[0]
+        assert len(stem) == 32 and client.get(record["url"]).status_code == 200
+    with pytest.raises(APIError) as versioned:
+        sdk.datasets.export("alice", "nd", v=1)
+    assert versioned.value.status_code == 400

@@ -74,6 +74,13 @@ TABLE = [
         "read",
     ),
     (
+        "GET",
+        "/api/datasets/{owner}/{dataset}/export",
+        "/api/datasets/lab/ds/export",
+        None,
+        "read",
+    ),
+    (
         "POST",
         "/api/projects",
         "/api/projects",

@@ -193,6 +193,28 @@ def test_ingest_train_predict_export(server):
         for lab in images[0]["labels"]
     )
 
+    exported = sdk.datasets.export(owner, "sample")
+    assert (
+        problems("GET", "/api/datasets/{owner}/{dataset}/export", 200, exported) == []
+    )
+    ndjson_path = server.home.parent / "sample.ndjson"
+    ndjson_path.write_bytes(httpx.get(exported["downloadUrl"]).content)
+    import asyncio
+
+    from ultralytics.data.converter import convert_ndjson_to_yolo
+
+    converted = asyncio.run(
+        convert_ndjson_to_yolo(ndjson_path, output_path=server.home.parent / "conv")
+    )
+    root = Path(converted).parent
+    assert len(list((root / "images" / "train").iterdir())) == 10
+    assert len(list((root / "images" / "val").iterdir())) == 2
+    label_rows = sum(
+        len(p.read_text().splitlines()) for p in root.glob("labels/*/*.txt")
+    )
+    assert label_rows == 40
+    assert "person" in Path(converted).read_text()
+
     sdk.projects.create(project="e2e", name="E2E")
     model = sdk.models.create(body={"owner": owner, "project": "e2e", "model": "tiny"})
     started = sdk.training.start(

@@ -29,7 +29,8 @@ def test_categories():
 
 def test_per_key_categories_are_independent_and_say_when_to_retry(home):
     limits = {**parse_limits(""), "default": 3, "predict": 2}
-    app, key = _app(home, rate_limits=limits, ip_rate_limit=0)
+    # A window far longer than the test, so no window boundary falls inside it.
+    app, key = _app(home, rate_limits=limits, ip_rate_limit=0, rate_window=10**6)
     auth = {"Authorization": f"Bearer {key}"}
     with TestClient(app) as client:
         for left in (2, 1, 0):
@@ -40,7 +41,7 @@ def test_per_key_categories_are_independent_and_say_when_to_retry(home):
         limited = client.get("/api/account/summary", headers=auth)
         assert limited.status_code == 429
         assert limited.json()["error"].startswith("Rate limit exceeded")
-        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert int(limited.headers["retry-after"]) >= 1
         assert limited.headers["x-ratelimit-limit"] == "3"
         assert limited.headers["x-ratelimit-remaining"] == "0"
         assert limited.headers["x-ratelimit-reset"].endswith("Z")
@@ -53,7 +54,7 @@ def test_per_key_categories_are_independent_and_say_when_to_retry(home):
 
 
 def test_per_address_limit_covers_anonymous_calls(home):
-    app, _ = _app(home, ip_rate_limit=5)
+    app, _ = _app(home, ip_rate_limit=5, rate_window=10**6)
     with TestClient(app) as client:
         codes = [client.get("/api/datasets/alice").status_code for _ in range(7)]
     assert codes == [200] * 5 + [429] * 2

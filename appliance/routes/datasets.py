@@ -8,6 +8,7 @@ import sqlite3
 from starlette.requests import Request
 from starlette.routing import Route
 
+from .. import ndjson
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..ids import is_id
 from ..serialize import dataset_json, image_json
@@ -228,6 +229,34 @@ async def owner_dataset_or_id_images(request: Request):
     return await retrieve(request)
 
 
+async def export(request: Request):
+    """GET .../export: the dataset as Ultralytics NDJSON, behind a signed URL;
+    `cached` says whether this content was exported before."""
+    dataset = find_dataset(
+        request, request.path_params["owner"], request.path_params["dataset"]
+    )
+    if request.query_params.get("v"):
+        raise Invalid("dataset versions are not kept yet; export the current dataset")
+    if dataset["status"] == "processing":
+        raise Conflict(
+            "the dataset is processing an ingest; export it when it is ready"
+        )
+    svc = services(request)
+    images = svc.db.all_images(dataset["id"])
+    digest = ndjson.content_digest(dataset, images)
+    target = svc.blobs.path(
+        "ndjson", dataset["id"], digest, f"{dataset['slug']}.ndjson"
+    )
+    cached = target.exists()
+    # Written again every time: the image URLs inside carry fresh signatures.
+    lines = ndjson.lines(dataset, images, svc.signer, svc.settings.base_url)
+    svc.blobs.put_bytes(target, ("\n".join(lines) + "\n").encode())
+    url = svc.signer.url(
+        f"/files/ndjson/{dataset['id']}/{digest}/{dataset['slug']}.ndjson"
+    )
+    return reply({"downloadUrl": url, "cached": cached})
+
+
 routes = [
     Route("/api/datasets", create, methods=["POST"]),
     Route("/api/datasets/ingest", ingest_by_id, methods=["POST"]),
@@ -237,4 +266,5 @@ routes = [
     ),
     Route("/api/datasets/{owner}/{dataset}/ingest", ingest, methods=["POST"]),
     Route("/api/datasets/{owner}/{dataset}/images", images, methods=["GET"]),
+    Route("/api/datasets/{owner}/{dataset}/export", export, methods=["GET"]),
 ]

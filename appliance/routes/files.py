@@ -9,7 +9,7 @@ from starlette.routing import Route
 from ..errors import NotFound, Unauthorized
 from ..web import services
 
-_KINDS = frozenset({"images", "models", "exports", "icons", "gdpr"})
+_KINDS = frozenset({"images", "models", "exports", "icons", "gdpr", "ndjson"})
 
 
 async def download(request: Request):
