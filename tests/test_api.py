@@ -396,3 +396,38 @@ def test_ndjson_export(appliance, tmp_path):
     with pytest.raises(APIError) as versioned:
         sdk.datasets.export("alice", "nd", v=1)
     assert versioned.value.status_code == 400
+
+
+def test_image_labels_read_write_and_delete(appliance, tmp_path):
+    client, sdk, key = appliance
+    auth = client_auth(key)
+    created = sdk.datasets.create(dataset="lab", name="Lab")
+    data = write_zip(tmp_path / "ds.zip", base_files()).read_bytes()
+    sdk.datasets.ingest("alice", "lab", body={"sessionId": upload(client, sdk, data)})
+    wait_dataset(sdk, "lab")
+    image = sdk.datasets.images("alice", "lab", sort="name-asc", limit=1)["images"][0]
+    base = f"/api/datasets/{created['id']}/images/{image['hash']}"
+    got = client.get(f"{base}/labels", headers=auth).json()
+    assert got == {
+        "labels": [{"classId": 0, "bbox": [0.5, 0.5, 0.25, 0.25]}],
+        "classNames": ["a", "b"],
+    }
+    new = {
+        "labels": [
+            {"classId": 1, "bbox": [0.4, 0.4, 0.2, 0.3]},
+            {"classId": 0, "bbox": [0.1, 0.1, 0.1, 0.1]},
+        ]
+    }
+    assert client.put(f"{base}/labels", json=new, headers=auth).status_code == 200
+    assert client.get(f"{base}/labels", headers=auth).json()["labels"] == new["labels"]
+    assert sdk.datasets.retrieve("alice", "lab")["dataset"]["annotationCount"] == 5
+    for bad in (
+        {"labels": [{"classId": 2, "bbox": [0.5, 0.5, 0.1, 0.1]}]},
+        {"labels": [{"classId": 0, "bbox": [0.5, 0.5, 0, 0.1]}]},
+        {"labels": [{"classId": 0, "bbox": [1.5, 0.5, 0.1, 0.1]}]},
+        {"labels": "none"},
+    ):
+        assert client.put(f"{base}/labels", json=bad, headers=auth).status_code == 400
+    assert client.delete(base, headers=auth).status_code == 200
+    assert client.get(f"{base}/labels", headers=auth).status_code == 404
+    assert sdk.datasets.retrieve("alice", "lab")["dataset"]["imageCount"] == 3

@@ -81,6 +81,27 @@ TABLE = [
         "read",
     ),
     (
+        "GET",
+        "/api/datasets/{dataset_id}/images/{hash}/labels",
+        "/api/datasets/{dataset}/images/" + "a" * 32 + "/labels",
+        None,
+        "read",
+    ),
+    (
+        "PUT",
+        "/api/datasets/{dataset_id}/images/{hash}/labels",
+        "/api/datasets/{dataset}/images/" + "a" * 32 + "/labels",
+        {"labels": []},
+        "write",
+    ),
+    (
+        "DELETE",
+        "/api/datasets/{dataset_id}/images/{hash}",
+        "/api/datasets/{dataset}/images/" + "a" * 32,
+        None,
+        "write",
+    ),
+    (
         "POST",
         "/api/projects",
         "/api/projects",
@@ -281,6 +302,18 @@ def _world(home):
     dataset = db.create_dataset(
         owner_id=team["id"], slug="ds", name="ds", task="detect", visibility="private"
     )
+    image = {
+        "hash": "a" * 32,
+        "ext": "jpg",
+        "name": "a.jpg",
+        "width": 8,
+        "height": 8,
+        "bytes": 1,
+        "split": "train",
+        "labels": [],
+        "label_count": 0,
+    }
+    db.replace_images(dataset["id"], [image], [], "setup")
     project = db.create_project(
         owner_id=team["id"], slug="proj", name="proj", visibility="private"
     )

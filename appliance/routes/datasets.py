@@ -257,6 +257,64 @@ async def export(request: Request):
     return reply({"downloadUrl": url, "cached": cached})
 
 
+def _image(request: Request, dataset: dict) -> dict:
+    image = services(request).db.image_by_hash(
+        dataset["id"], request.path_params["hash"]
+    )
+    if image is None:
+        raise NotFound("Image not found")
+    return image
+
+
+def _checked_labels(body: dict, class_count: int) -> list[dict]:
+    labels = field(body, "labels", list, required=True)
+    clean = []
+    for n, label in enumerate(labels):
+        if not isinstance(label, dict):
+            raise Invalid(f"labels[{n}] must be an object")
+        class_id = field(label, "classId", int, required=True)
+        if not 0 <= class_id < max(class_count, 1):
+            raise Invalid(
+                f"labels[{n}].classId must be between 0 and {max(class_count, 1) - 1}"
+            )
+        bbox = field(label, "bbox", list, required=True)
+        if len(bbox) != 4 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+            for v in bbox
+        ):
+            raise Invalid(
+                f"labels[{n}].bbox must be [x_center, y_center, width, height] in 0..1"
+            )
+        if bbox[2] <= 0 or bbox[3] <= 0:
+            raise Invalid(f"labels[{n}].bbox must have a width and a height")
+        clean.append({"classId": class_id, "bbox": [round(float(v), 6) for v in bbox]})
+    return clean
+
+
+async def image_labels(request: Request):
+    dataset = find_dataset(request, request.path_params["dataset_id"])
+    image = _image(request, dataset)
+    return reply(
+        {"labels": image["labels"] or [], "classNames": dataset["class_names"] or []}
+    )
+
+
+async def put_image_labels(request: Request):
+    dataset = editable_dataset(request, request.path_params["dataset_id"])
+    image = _image(request, dataset)
+    labels = _checked_labels(
+        await json_body(request), len(dataset["class_names"] or [])
+    )
+    services(request).db.set_image_labels(image["id"], labels)
+    return reply({"success": True, "labels": labels})
+
+
+async def delete_image(request: Request):
+    dataset = editable_dataset(request, request.path_params["dataset_id"])
+    services(request).db.delete_image(_image(request, dataset)["id"])
+    return reply({"success": True})
+
+
 routes = [
     Route("/api/datasets", create, methods=["POST"]),
     Route("/api/datasets/ingest", ingest_by_id, methods=["POST"]),
@@ -267,4 +325,13 @@ routes = [
     Route("/api/datasets/{owner}/{dataset}/ingest", ingest, methods=["POST"]),
     Route("/api/datasets/{owner}/{dataset}/images", images, methods=["GET"]),
     Route("/api/datasets/{owner}/{dataset}/export", export, methods=["GET"]),
+    Route("/api/datasets/{dataset_id}/images/{hash}", delete_image, methods=["DELETE"]),
+    Route(
+        "/api/datasets/{dataset_id}/images/{hash}/labels", image_labels, methods=["GET"]
+    ),
+    Route(
+        "/api/datasets/{dataset_id}/images/{hash}/labels",
+        put_image_labels,
+        methods=["PUT"],
+    ),
 ]

@@ -167,6 +167,22 @@ class DatasetsMixin:
         )
         return rows, total
 
+    def image_by_hash(self, dataset_id: str, digest: str) -> dict[str, Any] | None:
+        return self.query_one(
+            "SELECT * FROM images WHERE dataset_id = ? AND hash = ? ORDER BY created_at LIMIT 1",
+            [dataset_id, digest],
+        )
+
+    def set_image_labels(self, image_id: str, labels: list[dict]) -> None:
+        with self.atomic() as db:
+            db["images"].update(
+                image_id, {"labels": labels, "label_count": len(labels)}
+            )
+
+    def delete_image(self, image_id: str) -> None:
+        with self.atomic() as db:
+            db.execute("DELETE FROM images WHERE id = ?", [image_id])
+
     def all_images(self, dataset_id: str) -> list[dict[str, Any]]:
         return self.query(
             "SELECT * FROM images WHERE dataset_id = ? ORDER BY name, id", [dataset_id]
