@@ -78,3 +78,31 @@ def write_zip(path: Path, files: dict[str, bytes]) -> Path:
 @pytest.fixture
 def base_zip(tmp_path: Path) -> Path:
     return write_zip(tmp_path / "base.zip", base_files())
+
+
+def make_app(
+    home: Path, username: str = "alice", *, run_queue: bool = True, **overrides
+):
+    """The real app on a data home (signed URLs on the test client's host) with one
+    user; returns the app and that user's API key."""
+    from appliance.app import create_app
+    from appliance.keys import create_key
+    from appliance.settings import load_settings
+
+    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
+    app = create_app(settings.with_overrides(**overrides), run_queue=run_queue)
+    user = app.state.services.db.create_user(username)
+    return app, create_key(app.state.services.db, user["id"])
+
+
+def dataset_upload_body(
+    filename: str = "ds.zip", total: int = 1, content_type: str = "application/zip"
+) -> dict:
+    """A POST /api/upload/signed-url body for a dataset archive."""
+    return {
+        "assetType": "datasets",
+        "assetId": "x",
+        "filename": filename,
+        "contentType": content_type,
+        "totalBytes": total,
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import make_app
 from starlette.testclient import TestClient
 
 from appliance.app import create_app
@@ -411,11 +412,9 @@ def test_gdpr_export_is_a_job_and_delete_needs_the_word(home, tmp_path):
     import time
     import zipfile
 
-    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
-    app = create_app(settings)
+    app, key = make_app(home, "gina")
     db = app.state.services.db
-    user = db.create_user("gina")
-    auth = {"Authorization": f"Bearer {create_key(db, user['id'])}"}
+    auth = {"Authorization": f"Bearer {key}"}
     with TestClient(app) as client:
         client.post(
             "/api/datasets", json={"dataset": "mine", "name": "Mine"}, headers=auth
@@ -589,11 +588,8 @@ def test_second_trial_findings(world):
 def test_gdpr_export_is_gone_with_the_account(home):
     import time
 
-    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
-    app = create_app(settings)
-    db = app.state.services.db
-    user = db.create_user("hal")
-    auth = {"Authorization": f"Bearer {create_key(db, user['id'])}"}
+    app, key = make_app(home, "hal")
+    auth = {"Authorization": f"Bearer {key}"}
     with TestClient(app) as client:
         job = client.post("/api/gdpr", json={"action": "export"}, headers=auth).json()
         for _ in range(300):

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from conftest import base_files, jpeg_bytes, write_zip
+from conftest import base_files, dataset_upload_body, jpeg_bytes, write_zip
 from starlette.testclient import TestClient
 from ultralytics_platform import Platform
 from ultralytics_platform._exceptions import APIError
@@ -100,15 +100,7 @@ def client_auth(key: str) -> dict:
 def upload(
     client: TestClient, sdk: Platform, data: bytes, filename: str = "ds.zip"
 ) -> str:
-    session = sdk.upload.signed_url(
-        body={
-            "assetType": "datasets",
-            "assetId": "x",
-            "filename": filename,
-            "contentType": "application/zip",
-            "totalBytes": len(data),
-        }
-    )
+    session = sdk.upload.signed_url(body=dataset_upload_body(filename, len(data)))
     response = client.put(
         session["uploadUrl"], content=data, headers=session.get("headers") or {}
     )
@@ -191,15 +183,7 @@ def test_failed_ingest_says_why(appliance):
 def test_ingest_refuses_incomplete_or_foreign_uploads(appliance):
     client, sdk, _ = appliance
     sdk.datasets.create(dataset="d", name="d")
-    session = sdk.upload.signed_url(
-        body={
-            "assetType": "datasets",
-            "assetId": "d",
-            "filename": "d.zip",
-            "contentType": "application/zip",
-            "totalBytes": 10,
-        }
-    )
+    session = sdk.upload.signed_url(body=dataset_upload_body("d.zip", 10))
     with pytest.raises(APIError) as early:
         sdk.datasets.ingest("alice", "d", body={"sessionId": session["sessionId"]})
     assert early.value.status_code == 400
@@ -207,29 +191,13 @@ def test_ingest_refuses_incomplete_or_foreign_uploads(appliance):
         sdk.datasets.ingest("alice", "d", body={"sessionId": "nope"})
     assert unknown.value.status_code == 404
     with pytest.raises(APIError) as bad_name:
-        sdk.upload.signed_url(
-            body={
-                "assetType": "datasets",
-                "assetId": "d",
-                "filename": "d.rar",
-                "contentType": "x",
-                "totalBytes": 1,
-            }
-        )
+        sdk.upload.signed_url(body=dataset_upload_body("d.rar", 1, "x"))
     assert bad_name.value.status_code == 400
 
 
 def test_signed_urls_cannot_be_forged(appliance):
     client, sdk, _ = appliance
-    session = sdk.upload.signed_url(
-        body={
-            "assetType": "datasets",
-            "assetId": "d",
-            "filename": "d.zip",
-            "contentType": "application/zip",
-            "totalBytes": 3,
-        }
-    )
+    session = sdk.upload.signed_url(body=dataset_upload_body("d.zip", 3))
     url = httpx.URL(session["uploadUrl"])
     forged = url.copy_set_param("signature", "0" * 64)
     assert client.put(str(forged), content=b"abc").status_code == 401

@@ -6,22 +6,15 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import base_files, write_zip
+from conftest import base_files, make_app, write_zip
 from contract import problems
 from starlette.testclient import TestClient
-
-from appliance.app import create_app
-from appliance.keys import create_key
-from appliance.settings import load_settings
 
 
 @pytest.fixture
 def calls(home, tmp_path):
-    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
-    app = create_app(settings)
-    db = app.state.services.db
-    user = db.create_user("alice")
-    auth = {"Authorization": f"Bearer {create_key(db, user['id'])}"}
+    app, key = make_app(home)
+    auth = {"Authorization": f"Bearer {key}"}
     archive = write_zip(tmp_path / "a.zip", base_files()).read_bytes()
     with TestClient(app) as client:
 

@@ -1,21 +1,17 @@
 import time
 
 import pytest
+from conftest import make_app
 from starlette.testclient import TestClient
 from ultralytics_platform import Platform
 
 from appliance.app import create_app
-from appliance.keys import create_key
 from appliance.ratelimit import category, parse_limits
 from appliance.settings import SettingsError, load_settings
 
 
 def _app(home, **limits):
-    settings = load_settings(environ={}, home=str(home), public_url="http://testserver")
-    settings = settings.with_overrides(**limits)
-    app = create_app(settings, run_queue=False)
-    user = app.state.services.db.create_user("alice")
-    return app, create_key(app.state.services.db, user["id"])
+    return make_app(home, run_queue=False, **limits)
 
 
 def test_categories():

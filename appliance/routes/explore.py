@@ -53,6 +53,35 @@ def _filters(request: Request) -> tuple[list[str], list]:
     return where, params
 
 
+_FROM = {
+    "datasets": (
+        "SELECT d.*, u.username AS owner,"
+        " (SELECT count(*) FROM images i WHERE i.dataset_id = d.id) AS item_count"
+        " FROM datasets d JOIN users u ON u.id = d.owner_id"
+    ),
+    "projects": (
+        "SELECT p.*, u.username AS owner,"
+        " (SELECT count(*) FROM models m WHERE m.project_id = p.id) AS item_count"
+        " FROM projects p JOIN users u ON u.id = p.owner_id"
+    ),
+}
+
+
+def _public_rows(
+    request: Request,
+    kind: str,
+    where: list[str],
+    params: list,
+    order: str,
+    limit: int,
+    offset: int,
+) -> list[dict]:
+    """One page (plus one row, to tell whether more follow) of public datasets or
+    projects matching the filters."""
+    sql = f"SELECT * FROM ({_FROM[kind]}) WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?"
+    return services(request).db.query(sql, [*params, limit + 1, offset])
+
+
 def _search_datasets(
     request: Request, order: str, limit: int, offset: int
 ) -> list[dict]:
@@ -63,15 +92,9 @@ def _search_datasets(
     if tasks:
         where.append(f"task IN ({','.join('?' for _ in tasks)})")
         params += tasks
-    sql = (
-        "SELECT * FROM (SELECT d.*, u.username AS owner,"
-        " (SELECT count(*) FROM images i WHERE i.dataset_id = d.id) AS item_count"
-        " FROM datasets d JOIN users u ON u.id = d.owner_id)"
-        f" WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?"
-    )
     db = services(request).db
     out = []
-    for row in db.query(sql, [*params, limit + 1, offset]):
+    for row in _public_rows(request, "datasets", where, params, order, limit, offset):
         stats = db.dataset_stats(row["id"])
         out.append(
             {
@@ -101,15 +124,9 @@ def _search_projects(
     request: Request, order: str, limit: int, offset: int
 ) -> list[dict]:
     where, params = _filters(request)
-    sql = (
-        "SELECT * FROM (SELECT p.*, u.username AS owner,"
-        " (SELECT count(*) FROM models m WHERE m.project_id = p.id) AS item_count"
-        " FROM projects p JOIN users u ON u.id = p.owner_id)"
-        f" WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ? OFFSET ?"
-    )
     db = services(request).db
     out = []
-    for row in db.query(sql, [*params, limit + 1, offset]):
+    for row in _public_rows(request, "projects", where, params, order, limit, offset):
         names = [m["slug"] for m in db.models_of_project(row["id"], 20)]
         out.append(
             {
