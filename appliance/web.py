@@ -10,12 +10,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from .blobs import BlobStore
 from .errors import Forbidden, Invalid, NotFound, TooLarge, Unauthorized
-from .ids import SLUG_RE, new_id, slugify
+from .ids import SLUG_RE, is_id, new_id, slugify
 from .jobs import JobQueue
 from .keys import Keyring
 from .settings import Settings
@@ -25,6 +26,25 @@ from .vision import Predictor
 
 #: A key's last-use time is written at most this often (seconds).
 _TOUCH_EVERY = 60
+
+
+class IdConvertor(Convertor[str]):
+    """`{name:id}` in a route path matches a resource id and never a username
+    (ids always hold a capital letter), so the seed's id routes and the
+    contract's owner/slug routes can share path shapes."""
+
+    regex = "(?=[a-z0-9]*[A-Z])[A-Za-z0-9]{20}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        if not is_id(value):
+            raise ValueError(f"{value!r} is not an id")
+        return value
+
+
+register_url_convertor("id", IdConvertor())
 
 
 @dataclass

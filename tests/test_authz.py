@@ -24,6 +24,11 @@ CODES = {
 PERSONAS = ("anonymous", "stranger", "viewer", "editor", "admin", "owner")
 RANK = {"viewer": 0, "editor": 1, "admin": 2, "owner": 3}
 
+ID = "/api/datasets/{dataset_id:id}"
+SLUG = "/api/datasets/{owner}/{dataset}"
+DS_IMAGE = "/api/datasets/{dataset}/images/" + "a" * 32
+LABELS = {"labels": []}
+
 # level: anyone | signed | user | self | invitee | member | read | write | admin | owner
 TABLE = [
     ("GET", "/api/account/summary", "/api/account/summary", None, "user"),
@@ -50,57 +55,16 @@ TABLE = [
         "write",
     ),
     ("GET", "/api/datasets/{owner}", "/api/datasets/lab", None, "anyone"),
-    ("GET", "/api/datasets/{owner}", "/api/datasets/{dataset}", None, "read"),
-    ("GET", "/api/datasets/{owner}/{dataset}", "/api/datasets/lab/ds", None, "read"),
-    (
-        "GET",
-        "/api/datasets/{owner}/{dataset}",
-        "/api/datasets/{dataset}/images",
-        None,
-        "read",
-    ),
-    (
-        "POST",
-        "/api/datasets/{owner}/{dataset}/ingest",
-        "/api/datasets/lab/ds/ingest",
-        {},
-        "write",
-    ),
-    (
-        "GET",
-        "/api/datasets/{owner}/{dataset}/images",
-        "/api/datasets/lab/ds/images",
-        None,
-        "read",
-    ),
-    (
-        "GET",
-        "/api/datasets/{owner}/{dataset}/export",
-        "/api/datasets/lab/ds/export",
-        None,
-        "read",
-    ),
-    (
-        "GET",
-        "/api/datasets/{dataset_id}/images/{hash}/labels",
-        "/api/datasets/{dataset}/images/" + "a" * 32 + "/labels",
-        None,
-        "read",
-    ),
-    (
-        "PUT",
-        "/api/datasets/{dataset_id}/images/{hash}/labels",
-        "/api/datasets/{dataset}/images/" + "a" * 32 + "/labels",
-        {"labels": []},
-        "write",
-    ),
-    (
-        "DELETE",
-        "/api/datasets/{dataset_id}/images/{hash}",
-        "/api/datasets/{dataset}/images/" + "a" * 32,
-        None,
-        "write",
-    ),
+    ("GET", ID, "/api/datasets/{dataset}", None, "read"),
+    ("GET", f"{ID}/images", "/api/datasets/{dataset}/images", None, "read"),
+    ("GET", f"{ID}/export", "/api/datasets/{dataset}/export", None, "read"),
+    ("GET", f"{ID}/images/{{hash}}/labels", f"{DS_IMAGE}/labels", None, "read"),
+    ("PUT", f"{ID}/images/{{hash}}/labels", f"{DS_IMAGE}/labels", LABELS, "write"),
+    ("DELETE", f"{ID}/images/{{hash}}", DS_IMAGE, None, "write"),
+    ("GET", SLUG, "/api/datasets/lab/ds", None, "read"),
+    ("POST", f"{SLUG}/ingest", "/api/datasets/lab/ds/ingest", {}, "write"),
+    ("GET", f"{SLUG}/images", "/api/datasets/lab/ds/images", None, "read"),
+    ("GET", f"{SLUG}/export", "/api/datasets/lab/ds/export", None, "read"),
     (
         "POST",
         "/api/projects",

@@ -62,6 +62,19 @@ def editable_dataset(request: Request, owner: str, slug: str | None = None) -> d
     return row
 
 
+def dataset_of(request: Request, *, edit: bool = False) -> dict:
+    """The dataset a route names, in either family: `{dataset_id:id}` (seed) or
+    `{owner}/{dataset}` (contract). With edit, the caller must be an editor."""
+    params = request.path_params
+    if "dataset_id" in params:
+        key, slug = params["dataset_id"], None
+    else:
+        key, slug = params["owner"], params["dataset"]
+    if edit:
+        return editable_dataset(request, key, slug)
+    return find_dataset(request, key, slug)
+
+
 async def create(request: Request):
     require_user(request)
     body = await json_body(request)
@@ -91,14 +104,9 @@ async def create(request: Request):
     )
 
 
-async def list_or_retrieve(request: Request):
-    """GET /api/datasets/{x}: x is a dataset when it is an id, else an owner."""
-    key = request.path_params["owner"]
-    if is_id(key):
-        return reply(
-            {"dataset": _dataset_out(request, find_dataset(request, key), detail=True)}
-        )
-    owner = visible_owner(request, key)
+async def list_datasets(request: Request):
+    """GET /api/datasets/{owner}: the owner's datasets the caller may see."""
+    owner = visible_owner(request, request.path_params["owner"])
     limit = q_int(request, "limit", 1000, 1, 1000)
     db = services(request).db
     rows = [
@@ -116,10 +124,7 @@ async def list_or_retrieve(request: Request):
 
 
 async def retrieve(request: Request):
-    row = find_dataset(
-        request, request.path_params["owner"], request.path_params["dataset"]
-    )
-    return reply({"dataset": _dataset_out(request, row, detail=True)})
+    return reply({"dataset": _dataset_out(request, dataset_of(request), detail=True)})
 
 
 async def _start_ingest(request: Request, dataset: dict, body: dict):
@@ -164,9 +169,7 @@ async def _start_ingest(request: Request, dataset: dict, body: dict):
 
 
 async def ingest(request: Request):
-    dataset = editable_dataset(
-        request, request.path_params["owner"], request.path_params["dataset"]
-    )
+    dataset = dataset_of(request, edit=True)
     return await _start_ingest(request, dataset, await json_body(request))
 
 
@@ -186,9 +189,7 @@ def _search(request: Request) -> str | None:
 
 async def images(request: Request):
     """GET /api/datasets/{owner}/{dataset}/images, or /api/datasets/{id}/images."""
-    owner = request.path_params["owner"]
-    slug = request.path_params.get("dataset")
-    dataset = find_dataset(request, owner, slug)
+    dataset = dataset_of(request)
     limit = q_int(request, "limit", 50, 1, 5000)
     offset = q_int(request, "offset", 0, 0, 10**9)
     rows, total = services(request).db.list_images(
@@ -220,21 +221,10 @@ async def images(request: Request):
     return reply(out)
 
 
-async def owner_dataset_or_id_images(request: Request):
-    """GET /api/datasets/{a}/{b}: a dataset id with a sub-resource, or owner/slug."""
-    first, second = request.path_params["owner"], request.path_params["dataset"]
-    if is_id(first) and second == "images":
-        request.path_params.pop("dataset")
-        return await images(request)
-    return await retrieve(request)
-
-
 async def export(request: Request):
     """GET .../export: the dataset as Ultralytics NDJSON, behind a signed URL;
     `cached` says whether this content was exported before."""
-    dataset = find_dataset(
-        request, request.path_params["owner"], request.path_params["dataset"]
-    )
+    dataset = dataset_of(request)
     if request.query_params.get("v"):
         raise Invalid("dataset versions are not kept yet; export the current dataset")
     if dataset["status"] == "processing":
@@ -292,7 +282,7 @@ def _checked_labels(body: dict, class_count: int) -> list[dict]:
 
 
 async def image_labels(request: Request):
-    dataset = find_dataset(request, request.path_params["dataset_id"])
+    dataset = dataset_of(request)
     image = _image(request, dataset)
     return reply(
         {"labels": image["labels"] or [], "classNames": dataset["class_names"] or []}
@@ -300,7 +290,7 @@ async def image_labels(request: Request):
 
 
 async def put_image_labels(request: Request):
-    dataset = editable_dataset(request, request.path_params["dataset_id"])
+    dataset = dataset_of(request, edit=True)
     image = _image(request, dataset)
     labels = _checked_labels(
         await json_body(request), len(dataset["class_names"] or [])
@@ -310,28 +300,28 @@ async def put_image_labels(request: Request):
 
 
 async def delete_image(request: Request):
-    dataset = editable_dataset(request, request.path_params["dataset_id"])
+    dataset = dataset_of(request, edit=True)
     services(request).db.delete_image(_image(request, dataset)["id"])
     return reply({"success": True})
 
 
+ID = "/api/datasets/{dataset_id:id}"
+SLUG = "/api/datasets/{owner}/{dataset}"
+
+# The seed's id routes come first: `{dataset_id:id}` never matches a username, so a
+# path is read as owner/slug only when its first segment is not an id.
 routes = [
     Route("/api/datasets", create, methods=["POST"]),
     Route("/api/datasets/ingest", ingest_by_id, methods=["POST"]),
-    Route("/api/datasets/{owner}", list_or_retrieve, methods=["GET"]),
-    Route(
-        "/api/datasets/{owner}/{dataset}", owner_dataset_or_id_images, methods=["GET"]
-    ),
-    Route("/api/datasets/{owner}/{dataset}/ingest", ingest, methods=["POST"]),
-    Route("/api/datasets/{owner}/{dataset}/images", images, methods=["GET"]),
-    Route("/api/datasets/{owner}/{dataset}/export", export, methods=["GET"]),
-    Route("/api/datasets/{dataset_id}/images/{hash}", delete_image, methods=["DELETE"]),
-    Route(
-        "/api/datasets/{dataset_id}/images/{hash}/labels", image_labels, methods=["GET"]
-    ),
-    Route(
-        "/api/datasets/{dataset_id}/images/{hash}/labels",
-        put_image_labels,
-        methods=["PUT"],
-    ),
+    Route(ID, retrieve, methods=["GET"]),
+    Route(f"{ID}/images", images, methods=["GET"]),
+    Route(f"{ID}/export", export, methods=["GET"]),
+    Route(f"{ID}/images/{{hash}}", delete_image, methods=["DELETE"]),
+    Route(f"{ID}/images/{{hash}}/labels", image_labels, methods=["GET"]),
+    Route(f"{ID}/images/{{hash}}/labels", put_image_labels, methods=["PUT"]),
+    Route("/api/datasets/{owner}", list_datasets, methods=["GET"]),
+    Route(SLUG, retrieve, methods=["GET"]),
+    Route(f"{SLUG}/ingest", ingest, methods=["POST"]),
+    Route(f"{SLUG}/images", images, methods=["GET"]),
+    Route(f"{SLUG}/export", export, methods=["GET"]),
 ]
