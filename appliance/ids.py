@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 import unicodedata
 from datetime import UTC, datetime
 
@@ -49,6 +50,16 @@ def new_id() -> str:
         value = "".join(secrets.choice(_ALPHABET) for _ in range(20))
         if any(c.isupper() for c in value):
             return value
+
+
+def new_image_id() -> str:
+    """An image id in the contract's form: 24 hex digits, the first 8 a Unix
+    time, so ids sort roughly by creation (image ids never share a path segment
+    with usernames)."""
+    return f"{int(time.time()):08x}{secrets.token_hex(8)}"
+
+
+IMAGE_ID_RE = re.compile(r"^[0-9a-f]{24}$")
 
 
 def is_id(value: str) -> bool:

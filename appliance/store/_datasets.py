@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..ids import new_id, now
+from ..ids import new_id, new_image_id, now
 
 _IMAGE_SORTS = {
     "newest": "created_at DESC, id DESC",
@@ -101,7 +101,7 @@ class DatasetsMixin:
             db["images"].insert_all(
                 (
                     {
-                        "id": new_id(),
+                        "id": new_image_id(),
                         "dataset_id": dataset_id,
                         "created_at": stamp,
                         **image,
