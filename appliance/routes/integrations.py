@@ -1,6 +1,6 @@
 """Integrations. The appliance is offline, so Roboflow and cloud buckets answer
-with a clear error and never make a request; no bucket can be connected, so
-none is listed.
+with a clear 400 and never make a request; no bucket can be connected, so none
+is listed.
 
 The offline stand-in is an extension, under /api/integrations/local: folders
 the operator allows (APPLIANCE_STORAGE_ROOTS) can be browsed, and a file or a
@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ..archive import is_archive_name, is_junk
-from ..errors import ApplianceError, Conflict, Invalid, NotFound, TooLarge, Unavailable
+from ..errors import Conflict, Invalid, NotFound, TooLarge
 from ..web import field, json_body, q_int, reply, require_user, services
 from .datasets import _start_ingest, editable_dataset
 
@@ -31,27 +31,14 @@ _BUCKET_ID = frozenset("0123456789abcdefABCDEF")
 _OFFLINE = "this appliance is offline and cannot reach"
 
 
-class UpstreamUnavailable(ApplianceError):
-    """A third-party service the request needs cannot be reached."""
-
-    status = 502
-    code = "UPSTREAM_UNAVAILABLE"
-
-
 # -- Roboflow and cloud buckets: unavailable offline ---------------------------
 
 
-async def roboflow_preview(request: Request):
+async def roboflow(request: Request):
+    """Preview and import: both need Roboflow's servers. A 400, as the contract
+    lists for both, so a client shows the message instead of retrying."""
     require_user(request)
-    raise UpstreamUnavailable(
-        f"{_OFFLINE} Roboflow; export the dataset from Roboflow in YOLO format and"
-        " upload the archive instead"
-    )
-
-
-async def roboflow_import(request: Request):
-    require_user(request)
-    raise Unavailable(
+    raise Invalid(
         f"{_OFFLINE} Roboflow; export the dataset from Roboflow in YOLO format and"
         " upload the archive instead"
     )
@@ -290,8 +277,8 @@ async def ingest_from_root(request: Request):
 
 
 routes = [
-    Route("/api/integrations/roboflow/preview", roboflow_preview, methods=["POST"]),
-    Route("/api/integrations/roboflow/import", roboflow_import, methods=["POST"]),
+    Route("/api/integrations/roboflow/preview", roboflow, methods=["POST"]),
+    Route("/api/integrations/roboflow/import", roboflow, methods=["POST"]),
     Route("/api/integrations/buckets", list_buckets, methods=["GET"]),
     Route("/api/integrations/buckets", connect_bucket, methods=["POST"]),
     Route("/api/integrations/buckets/discover", connect_bucket, methods=["POST"]),

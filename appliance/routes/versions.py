@@ -167,11 +167,13 @@ def _class_counts(names: list[str], images: list[dict]) -> Counter:
 
 
 def _side(svc: Services, dataset: dict, raw: str | None, name: str):
-    """(class names, images) of a version, or of the current dataset."""
+    """(version number or None, class names, images) of a version, or of the
+    current dataset ("current", the default)."""
     if raw in (None, "", "current"):
-        return dataset["class_names"] or [], svc.db.all_images(dataset["id"])
+        return None, dataset["class_names"] or [], svc.db.all_images(dataset["id"])
     version = _version(svc, dataset, _number(raw, name))
-    return version["class_names"] or [], svc.db.version_images(version["id"])
+    names = version["class_names"] or []
+    return version["version"], names, svc.db.version_images(version["id"])
 
 
 def _keyed(names: list[str], images: list[dict]) -> dict:
@@ -190,16 +192,17 @@ def _keyed(names: list[str], images: list[dict]) -> dict:
 
 
 async def compare(request: Request):
-    """GET .../versions/compare?a=1&b=2 (b defaults to the current dataset):
-    images added, removed and changed from a to b, annotations per class."""
+    """GET .../versions/compare?a=1&b=2: images added, removed and changed from
+    a to b, annotations per class name. Either side may be `current` (b is by
+    default), the dataset as it is now."""
     dataset = dataset_of(request)
     svc = services(request)
-    raw_a = request.query_params.get("a")
-    if raw_a is None:
+    if "a" not in request.query_params:
         raise Invalid("a is required: the version to compare from")
-    raw_b = request.query_params.get("b")
-    names_a, images_a = _side(svc, dataset, raw_a, "a")
-    names_b, images_b = _side(svc, dataset, raw_b, "b")
+    number_a, names_a, images_a = _side(svc, dataset, request.query_params["a"], "a")
+    number_b, names_b, images_b = _side(
+        svc, dataset, request.query_params.get("b"), "b"
+    )
     old, new = _keyed(names_a, images_a), _keyed(names_b, images_b)
     counts_a = _class_counts(names_a, images_a)
     counts_b = _class_counts(names_b, images_b)
@@ -218,8 +221,8 @@ async def compare(request: Request):
     changed = sum(old[key] != new[key] for key in both)
     return reply(
         {
-            "a": _number(raw_a, "a"),
-            "b": None if raw_b in (None, "", "current") else _number(raw_b, "b"),
+            "a": number_a,
+            "b": number_b,
             "images": {
                 "added": len(new.keys() - old.keys()),
                 "removed": len(old.keys() - new.keys()),
