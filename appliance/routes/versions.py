@@ -111,7 +111,10 @@ async def export(request: Request):
 async def create_version(request: Request):
     """POST .../export: save the dataset as its next version."""
     dataset = dataset_of(request, edit=True)
-    description = _description(await json_body(request), required=False)
+    body = await json_body(request)
+    description = _description(body, required=False)
+    # The SDK may send `download`; the NDJSON is cheap to prepare, so it always is.
+    field(body, "download", bool)
     _not_processing(dataset)
     svc = services(request)
     images = svc.db.all_images(dataset["id"])
