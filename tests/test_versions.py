@@ -575,3 +575,6 @@ def test_version_creation_and_download_count_as_exports():
         assert category("POST", path) == "export"
         assert category("GET", path) == "export"
     assert category("PATCH", "/api/datasets/alice/ds/export") == "default"
+    assert (
+        category("POST", "/api/integrations/local/" + "a" * 24 + "/ingest") == "upload"
+    )

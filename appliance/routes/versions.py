@@ -9,6 +9,8 @@ GET .../versions/compare is an extension: the contract has no comparison."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -64,6 +66,12 @@ def _as_of(dataset: dict, version: dict) -> dict:
     }
 
 
+def _write(svc: Services, target: Path, lines: Iterable[str]) -> None:
+    with svc.blobs.writer(target) as handle:
+        for line in lines:
+            handle.write(line.encode() + b"\n")
+
+
 def _version_url(svc: Services, dataset: dict, version: dict) -> str:
     """Render the version's NDJSON with freshly signed image URLs; its signed URL."""
     number = version["version"]
@@ -76,8 +84,7 @@ def _version_url(svc: Services, dataset: dict, version: dict) -> str:
         svc.settings.base_url,
         version=number,
     )
-    target = svc.blobs.path("ndjson", dataset["id"], f"v{number}", name)
-    svc.blobs.put_bytes(target, ("\n".join(lines) + "\n").encode())
+    _write(svc, svc.blobs.path("ndjson", dataset["id"], f"v{number}", name), lines)
     return svc.signer.url(f"/files/ndjson/{dataset['id']}/v{number}/{name}")
 
 
@@ -89,8 +96,19 @@ def _current_url(svc: Services, dataset: dict) -> tuple[str, bool]:
     cached = target.exists()
     # Written again every time: the image URLs inside carry fresh signatures.
     lines = ndjson.lines(dataset, images, svc.signer, svc.settings.base_url)
-    svc.blobs.put_bytes(target, ("\n".join(lines) + "\n").encode())
+    _write(svc, target, lines)
     return svc.signer.url(f"/files/ndjson/{dataset['id']}/{digest}/{name}"), cached
+
+
+def _save_version(
+    svc: Services, dataset: dict, description: str
+) -> tuple[dict, bool, str]:
+    images = svc.db.all_images(dataset["id"])
+    digest = ndjson.content_digest(dataset, images)
+    version, reused = svc.db.create_dataset_version(
+        dataset, images, digest, description
+    )
+    return version, reused, _version_url(svc, dataset, version)
 
 
 async def export(request: Request):
@@ -116,13 +134,9 @@ async def create_version(request: Request):
     # The SDK may send `download`; the NDJSON is cheap to prepare, so it always is.
     field(body, "download", bool)
     _not_processing(dataset)
-    svc = services(request)
-    images = svc.db.all_images(dataset["id"])
-    digest = ndjson.content_digest(dataset, images)
-    version, reused = svc.db.create_dataset_version(
-        dataset, images, digest, description
+    version, reused, url = await run_in_threadpool(
+        _save_version, services(request), dataset, description
     )
-    url = await run_in_threadpool(_version_url, svc, dataset, version)
     return reply({"version": version["version"], "downloadUrl": url, "reused": reused})
 
 
@@ -199,13 +213,18 @@ async def compare(request: Request):
     a to b, annotations per class name. Either side may be `current` (b is by
     default), the dataset as it is now."""
     dataset = dataset_of(request)
-    svc = services(request)
     if "a" not in request.query_params:
         raise Invalid("a is required: the version to compare from")
-    number_a, names_a, images_a = _side(svc, dataset, request.query_params["a"], "a")
-    number_b, names_b, images_b = _side(
-        svc, dataset, request.query_params.get("b"), "b"
+    query = request.query_params
+    body = await run_in_threadpool(
+        _compare, services(request), dataset, query["a"], query.get("b")
     )
+    return reply(body)
+
+
+def _compare(svc: Services, dataset: dict, raw_a: str, raw_b: str | None) -> dict:
+    number_a, names_a, images_a = _side(svc, dataset, raw_a, "a")
+    number_b, names_b, images_b = _side(svc, dataset, raw_b, "b")
     old, new = _keyed(names_a, images_a), _keyed(names_b, images_b)
     counts_a = _class_counts(names_a, images_a)
     counts_b = _class_counts(names_b, images_b)
@@ -222,20 +241,18 @@ async def compare(request: Request):
     ]
     both = old.keys() & new.keys()
     changed = sum(old[key] != new[key] for key in both)
-    return reply(
-        {
-            "a": number_a,
-            "b": number_b,
-            "images": {
-                "added": len(new.keys() - old.keys()),
-                "removed": len(old.keys() - new.keys()),
-                "changed": changed,
-                "unchanged": len(both) - changed,
-            },
-            "annotations": {"a": sum(counts_a.values()), "b": sum(counts_b.values())},
-            "classes": classes,
-        }
-    )
+    return {
+        "a": number_a,
+        "b": number_b,
+        "images": {
+            "added": len(new.keys() - old.keys()),
+            "removed": len(old.keys() - new.keys()),
+            "changed": changed,
+            "unchanged": len(both) - changed,
+        },
+        "annotations": {"a": sum(counts_a.values()), "b": sum(counts_b.values())},
+        "classes": classes,
+    }
 
 
 routes = [
