@@ -28,6 +28,7 @@ from .routes import (
     exports,
     files,
     gdpr,
+    integrations,
     jobs,
     models,
     projects,
@@ -35,6 +36,7 @@ from .routes import (
     training,
     upload,
     users,
+    versions,
 )
 from .settings import Settings
 from .signing import Signer, load_secret
@@ -137,6 +139,8 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             *account.routes,
             *upload.routes,
             *files.routes,
+            # Before datasets: its owner/slug GET would read ".../{id}/export".
+            *versions.routes,
             *datasets.routes,
             *projects.routes,
             *models.routes,
@@ -148,6 +152,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             *users.routes,
             *explore.routes,
             *gdpr.routes,
+            *integrations.routes,
         ],
         exception_handlers={
             ApplianceError: _appliance_error,

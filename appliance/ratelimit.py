@@ -31,10 +31,11 @@ _CATEGORIES = [
     ("POST", re.compile(r"^/api/training/start$"), "training"),
     ("POST", re.compile(r"^/api/upload/"), "upload"),
     ("POST", re.compile(r"^/api/datasets/(ingest|[^/]+/[^/]+/ingest)$"), "upload"),
+    ("POST", re.compile(r"^/api/integrations/local/[^/]+/ingest$"), "upload"),
     ("POST", re.compile(r"^/api/models/.+/predict$"), "predict"),
     ("POST", re.compile(r"^/api/models/.+/exports$"), "export"),
-    ("POST", re.compile(r"^/api/datasets/[^/]+/[^/]+/export$"), "export"),
-    ("GET", re.compile(r"^/api/datasets/[^/]+/[^/]+/export$"), "export"),
+    ("POST", re.compile(r"^/api/datasets/([^/]+/)?[^/]+/export$"), "export"),
+    ("GET", re.compile(r"^/api/datasets/([^/]+/)?[^/]+/export$"), "export"),
     ("GET", re.compile(r"^/api/models/.+/(files|download)$"), "download"),
 ]
 #: Deployed endpoints answer for the caller's own service: never limited.

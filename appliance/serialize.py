@@ -12,7 +12,12 @@ REGION = "us"
 
 
 def dataset_json(
-    row: dict, stats: dict, *, is_starred: bool = False, detail: bool = False
+    row: dict,
+    stats: dict,
+    *,
+    is_starred: bool = False,
+    detail: bool = False,
+    versions: list[dict] | None = None,
 ) -> dict[str, Any]:
     names = row["class_names"] or []
     out: dict[str, Any] = {
@@ -58,7 +63,30 @@ def dataset_json(
             out["processingTimeMs"] = summary["processingTimeMs"]
     if detail:
         out["metadata"] = row.get("metadata") or {}
+    if versions is not None:
+        out["versions"] = [version_json(v) for v in versions]
     return out
+
+
+def version_json(row: dict) -> dict[str, Any]:
+    """One dataset version, as the dataset detail lists it."""
+    return {
+        "version": row["version"],
+        "description": row["description"],
+        "sizeBytes": row["size_bytes"],
+        "contentHash": row["content_hash"],
+        "sourceUpdatedAt": row["source_updated_at"],
+        "imageCount": row["image_count"],
+        "classCount": row["class_count"],
+        "annotationCount": row["annotation_count"],
+        "splits": {
+            "train": row["train"],
+            "val": row["val"],
+            "test": row["test"],
+            "labeled": row["labeled"],
+        },
+        "createdAt": row["created_at"],
+    }
 
 
 def image_json(

@@ -45,6 +45,10 @@ class Settings:
     rate_window: int = 60
     #: Lifetime of signed blob URLs, in seconds.
     signed_url_ttl: int = 12 * 3600
+    #: Local folders users may browse and ingest datasets from (the offline
+    #: stand-in for cloud buckets). Set with APPLIANCE_STORAGE_ROOTS, absolute
+    #: paths separated by os.pathsep; none by default.
+    storage_roots: tuple[Path, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -102,6 +106,22 @@ def _limits(text: str) -> dict[str, int]:
         raise SettingsError(f"APPLIANCE_RATE_LIMITS: {exc}") from None
 
 
+def _roots(text: str) -> tuple[Path, ...]:
+    roots: list[Path] = []
+    for raw in text.split(os.pathsep):
+        if not raw.strip():
+            continue
+        path = Path(raw.strip())
+        if not path.is_absolute():
+            raise SettingsError(f"APPLIANCE_STORAGE_ROOTS: {raw!r} is not absolute")
+        if not path.is_dir():
+            raise SettingsError(f"APPLIANCE_STORAGE_ROOTS: {raw!r} is not a folder")
+        resolved = path.resolve()
+        if resolved not in roots:
+            roots.append(resolved)
+    return tuple(roots)
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, **overrides: object
 ) -> Settings:
@@ -117,6 +137,7 @@ def load_settings(
         device=env.get("APPLIANCE_DEVICE", "auto"),
         rate_limits=_limits(env.get("APPLIANCE_RATE_LIMITS", "")),
         ip_rate_limit=_int(env, "APPLIANCE_IP_RATE_LIMIT", DEFAULT_IP_LIMIT),
+        storage_roots=_roots(env.get("APPLIANCE_STORAGE_ROOTS", "")),
     ).with_overrides(**overrides)
     if not 1 <= settings.port <= 65535:
         raise SettingsError(f"port must be between 1 and 65535, not {settings.port}")

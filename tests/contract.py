@@ -9,7 +9,17 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contract" / "openapi.json"
+_WHERE = Path("shared") / "contract" / "openapi.json"
+#: ../shared from the repository; from a git worktree one level deeper, the
+#: nearest folder above that holds it.
+CONTRACT = next(
+    (
+        parent / _WHERE
+        for parent in Path(__file__).resolve().parents[2:]
+        if (parent / _WHERE).is_file()
+    ),
+    Path(__file__).resolve().parents[2] / _WHERE,
+)
 
 
 @functools.cache

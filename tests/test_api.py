@@ -363,7 +363,15 @@ def test_ndjson_export(appliance, tmp_path):
         assert len(stem) == 32 and client.get(record["url"]).status_code == 200
     with pytest.raises(APIError) as versioned:
         sdk.datasets.export("alice", "nd", v=1)
-    assert versioned.value.status_code == 400
+    assert versioned.value.status_code == 404
+    saved = sdk.datasets.create_export("alice", "nd", description="first")
+    assert (saved["version"], saved["reused"]) == (1, False)
+    assert sdk.datasets.export("alice", "nd", v=1)["version"] == 1
+    assert sdk.datasets.update_export("alice", "nd", version=1, description="v1") == {
+        "ok": True
+    }
+    restored = sdk.datasets.restore("alice", "nd", version=1)
+    assert restored == {"version": 1, "imageCount": 4}
 
 
 def test_image_labels_read_write_and_delete(appliance, tmp_path):

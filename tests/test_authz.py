@@ -28,6 +28,14 @@ ID = "/api/datasets/{dataset_id:id}"
 SLUG = "/api/datasets/{owner}/{dataset}"
 DS_IMAGE = "/api/datasets/{dataset}/images/" + "a" * 32
 LABELS = {"labels": []}
+VERSION = {"version": 1, "description": "x"}
+COMPARE_ID = "/api/datasets/{dataset}/versions/compare"
+COMPARE_SLUG = "/api/datasets/lab/ds/versions/compare"
+ROBOFLOW = "/api/integrations/roboflow"
+BUCKETS = "/api/integrations/buckets"
+BUCKET = f"{BUCKETS}/{'a' * 24}"
+LOCAL = "/api/integrations/local"
+LOCAL_ROOT = f"{LOCAL}/{'a' * 24}"
 
 # level: anyone | signed | user | self | invitee | member | read | write | admin | owner
 TABLE = [
@@ -65,6 +73,30 @@ TABLE = [
     ("POST", f"{SLUG}/ingest", "/api/datasets/lab/ds/ingest", {}, "write"),
     ("GET", f"{SLUG}/images", "/api/datasets/lab/ds/images", None, "read"),
     ("GET", f"{SLUG}/export", "/api/datasets/lab/ds/export", None, "read"),
+    ("POST", f"{ID}/export", "/api/datasets/{dataset}/export", {}, "write"),
+    ("POST", f"{SLUG}/export", "/api/datasets/lab/ds/export", {}, "write"),
+    ("PATCH", f"{ID}/export", "/api/datasets/{dataset}/export", VERSION, "write"),
+    ("PATCH", f"{SLUG}/export", "/api/datasets/lab/ds/export", VERSION, "write"),
+    ("POST", f"{ID}/restore", "/api/datasets/{dataset}/restore", VERSION, "write"),
+    ("POST", f"{SLUG}/restore", "/api/datasets/lab/ds/restore", VERSION, "write"),
+    ("GET", f"{ID}/versions/compare", f"{COMPARE_ID}?a=current", None, "read"),
+    ("GET", f"{SLUG}/versions/compare", f"{COMPARE_SLUG}?a=current", None, "read"),
+    ("POST", "/api/integrations/roboflow/preview", ROBOFLOW + "/preview", {}, "user"),
+    ("POST", "/api/integrations/roboflow/import", ROBOFLOW + "/import", {}, "user"),
+    ("GET", BUCKETS, BUCKETS, None, "user"),
+    ("POST", BUCKETS, BUCKETS, {}, "user"),
+    ("POST", f"{BUCKETS}/discover", f"{BUCKETS}/discover", {}, "user"),
+    ("GET", f"{BUCKETS}/{{id}}/objects", f"{BUCKET}/objects?target=x", None, "user"),
+    ("DELETE", f"{BUCKETS}/{{id}}", BUCKET, None, "user"),
+    ("GET", LOCAL, LOCAL, None, "user"),
+    ("GET", f"{LOCAL}/{{root_id}}/objects", f"{LOCAL_ROOT}/objects", None, "user"),
+    (
+        "POST",
+        f"{LOCAL}/{{root_id}}/ingest",
+        f"{LOCAL_ROOT}/ingest",
+        {"datasetId": "{dataset}", "key": "x"},
+        "write",
+    ),
     (
         "POST",
         "/api/projects",

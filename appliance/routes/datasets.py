@@ -8,7 +8,6 @@ import sqlite3
 from starlette.requests import Request
 from starlette.routing import Route
 
-from .. import ndjson
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..ids import is_id
 from ..serialize import dataset_json, image_json
@@ -37,8 +36,10 @@ CONFLICT_POLICIES = ("skip", "keep_both", "replace")
 
 
 def _dataset_out(request: Request, row: dict, *, detail: bool = False) -> dict:
-    stats = services(request).db.dataset_stats(row["id"])
-    return dataset_json(row, stats, detail=detail)
+    db = services(request).db
+    stats = db.dataset_stats(row["id"])
+    versions = db.dataset_versions(row["id"]) if detail else None
+    return dataset_json(row, stats, detail=detail, versions=versions)
 
 
 def find_dataset(request: Request, owner: str, slug: str | None = None) -> dict:
@@ -221,32 +222,6 @@ async def images(request: Request):
     return reply(out)
 
 
-async def export(request: Request):
-    """GET .../export: the dataset as Ultralytics NDJSON, behind a signed URL;
-    `cached` says whether this content was exported before."""
-    dataset = dataset_of(request)
-    if request.query_params.get("v"):
-        raise Invalid("dataset versions are not kept yet; export the current dataset")
-    if dataset["status"] == "processing":
-        raise Conflict(
-            "the dataset is processing an ingest; export it when it is ready"
-        )
-    svc = services(request)
-    images = svc.db.all_images(dataset["id"])
-    digest = ndjson.content_digest(dataset, images)
-    target = svc.blobs.path(
-        "ndjson", dataset["id"], digest, f"{dataset['slug']}.ndjson"
-    )
-    cached = target.exists()
-    # Written again every time: the image URLs inside carry fresh signatures.
-    lines = ndjson.lines(dataset, images, svc.signer, svc.settings.base_url)
-    svc.blobs.put_bytes(target, ("\n".join(lines) + "\n").encode())
-    url = svc.signer.url(
-        f"/files/ndjson/{dataset['id']}/{digest}/{dataset['slug']}.ndjson"
-    )
-    return reply({"downloadUrl": url, "cached": cached})
-
-
 def _image(request: Request, dataset: dict) -> dict:
     image = services(request).db.image_by_hash(
         dataset["id"], request.path_params["hash"]
@@ -315,7 +290,6 @@ routes = [
     Route("/api/datasets/ingest", ingest_by_id, methods=["POST"]),
     Route(ID, retrieve, methods=["GET"]),
     Route(f"{ID}/images", images, methods=["GET"]),
-    Route(f"{ID}/export", export, methods=["GET"]),
     Route(f"{ID}/images/{{hash}}", delete_image, methods=["DELETE"]),
     Route(f"{ID}/images/{{hash}}/labels", image_labels, methods=["GET"]),
     Route(f"{ID}/images/{{hash}}/labels", put_image_labels, methods=["PUT"]),
@@ -323,5 +297,4 @@ routes = [
     Route(SLUG, retrieve, methods=["GET"]),
     Route(f"{SLUG}/ingest", ingest, methods=["POST"]),
     Route(f"{SLUG}/images", images, methods=["GET"]),
-    Route(f"{SLUG}/export", export, methods=["GET"]),
 ]

@@ -219,7 +219,51 @@ _ACCOUNTS = [
     )""",
 ]
 
+_VERSIONS = [
+    """CREATE TABLE dataset_versions (
+        id TEXT PRIMARY KEY,
+        dataset_id TEXT NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        content_hash TEXT NOT NULL,
+        task TEXT NOT NULL,
+        class_names TEXT NOT NULL DEFAULT '[]',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        image_count INTEGER NOT NULL,
+        class_count INTEGER NOT NULL,
+        annotation_count INTEGER NOT NULL,
+        train INTEGER NOT NULL,
+        val INTEGER NOT NULL,
+        test INTEGER NOT NULL,
+        labeled INTEGER NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        source_updated_at TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (dataset_id, version)
+    )""",
+    "CREATE INDEX dataset_versions_hash ON dataset_versions (dataset_id, content_hash)",
+    """CREATE TABLE dataset_version_images (
+        version_id TEXT NOT NULL REFERENCES dataset_versions(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        image_id TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        ext TEXT NOT NULL,
+        name TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        split TEXT NOT NULL,
+        labels TEXT,
+        label_count INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        metadata TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (version_id, position)
+    )""",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
+    ("dataset versions", _VERSIONS),
 ]

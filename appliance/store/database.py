@@ -18,11 +18,12 @@ from ._datasets import DatasetsMixin
 from ._jobs import JobsMixin
 from ._models import ModelsMixin
 from ._schema import JSON_COLUMNS, MIGRATIONS
+from ._versions import VersionsMixin
 
 logger = logging.getLogger(__name__)
 
 
-class Database(AccountsMixin, DatasetsMixin, ModelsMixin, JobsMixin):
+class Database(AccountsMixin, DatasetsMixin, ModelsMixin, JobsMixin, VersionsMixin):
     """Metadata for one appliance. Safe to share between threads: each thread gets
     its own connection, and writes are serialised by one lock."""
 
