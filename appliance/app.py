@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute
 
 from .blobs import BlobStore
 from .errors import ApplianceError
@@ -115,6 +116,14 @@ async def _server_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _id_routes_first(*groups: list[BaseRoute]) -> list[BaseRoute]:
+    """All routes, those with an `{x:id}` segment first: an id never matches a
+    username, while an `{owner}` segment would swallow an id, so a seed id route
+    must be tried before any owner/slug route of the same shape."""
+    flat = [route for group in groups for route in group]
+    return sorted(flat, key=lambda route: ":id}" not in getattr(route, "path", ""))
+
+
 def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
     """Build the app. `run_queue=False` leaves the consumer stopped (for tests that
     only need the API)."""
@@ -135,25 +144,24 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             logger.info("appliance stopped")
 
     app = Starlette(
-        routes=[
-            *account.routes,
-            *upload.routes,
-            *files.routes,
-            # Before datasets: its owner/slug GET would read ".../{id}/export".
-            *versions.routes,
-            *datasets.routes,
-            *projects.routes,
-            *models.routes,
-            *exports.routes,
-            *training.routes,
-            *jobs.routes,
-            *auth.routes,
-            *teams.routes,
-            *users.routes,
-            *explore.routes,
-            *gdpr.routes,
-            *integrations.routes,
-        ],
+        routes=_id_routes_first(
+            account.routes,
+            upload.routes,
+            files.routes,
+            versions.routes,
+            datasets.routes,
+            projects.routes,
+            models.routes,
+            exports.routes,
+            training.routes,
+            jobs.routes,
+            auth.routes,
+            teams.routes,
+            users.routes,
+            explore.routes,
+            gdpr.routes,
+            integrations.routes,
+        ),
         exception_handlers={
             ApplianceError: _appliance_error,
             HTTPException: _http_error,
