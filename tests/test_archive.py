@@ -102,11 +102,13 @@ def test_bomb_ratio_is_skipped(tmp_path):
         assert archive.skipped[0].reason == "compression_ratio"
 
 
-def test_yaml_at_root_or_one_folder_down():
+def test_yaml_at_root_or_a_few_folders_down():
     assert find_yaml(["data.yaml", "images/a.jpg"]) == "data.yaml"
     assert find_yaml(["ds/data.yaml", "ds/images/a.jpg"]) == "ds/data.yaml"
     assert find_yaml(["ds/other.yaml", "ds/data.yaml"]) == "ds/data.yaml"
-    assert find_yaml(["a/b/data.yaml"]) is None
+    assert find_yaml(["a/b/data.yaml"]) == "a/b/data.yaml"
+    assert find_yaml(["a/b/c/d/data.yaml"]) is None
+    assert find_yaml(["other.yaml", "ds/data.yaml"]) == "ds/data.yaml"
 
 
 def test_discover_pairs_and_splits():

@@ -219,7 +219,12 @@ _ACCOUNTS = [
     )""",
 ]
 
+_INGEST_FORMATS = [
+    "ALTER TABLE images ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
+    ("ingest formats: image metadata", _INGEST_FORMATS),
 ]
