@@ -20,6 +20,7 @@ from ..ids import now
 from ..serialize import thumbnail_segments
 from ..signing import Signer
 from ..store import Database
+from ..store.database import encode
 from . import classes, splits
 from .choose import choose_plan
 from .images import ImageRejected, normalise
@@ -119,7 +120,7 @@ class _Run:
                 "split": self.options.target_split or entry.split,
                 "labels": labels,
                 "label_count": len(labels or []),
-                "error": error,
+                "error": encode(error),  # a JSON column, so the string is quoted
                 "metadata": self._metadata(entry, path, name),
             }
         )
