@@ -44,6 +44,12 @@ def images(store, task="detect"):
     return {i["name"]: i for i in store[0].all_images(store[2][task])}
 
 
+def _distinct(key: str) -> bytes:
+    """A JPEG that differs from any other key's (JPEG merges close colours)."""
+    n = sum(map(ord, key)) * 37
+    return jpeg_bytes(color=(n % 256, (n // 7) % 256, (n // 3) % 256))
+
+
 def rebase(files, old, new):
     return {k.replace(old, new, 1): v for k, v in files.items()}
 
@@ -87,7 +93,7 @@ def test_case_04_misspelt_yaml_is_named_and_absolute_path_ignored(store, tmp_pat
     files = base_files()
     files["ds/data.yaml"] = b"path: /home/someone/ds\ntrain: images/train\nval: images/val\nnames: [a, b]\n"
     files = {k.replace(".jpg", "2.jpg").replace(".txt", "2.txt"): v for k, v in files.items()}
-    files = {k: (jpeg_bytes(color=(9, len(k), 9)) if k.endswith(".jpg") else v) for k, v in files.items()}
+    files = {k: (_distinct(k) if k.endswith(".jpg") else v) for k, v in files.items()}
     summary, _, _ = ingest(store, tmp_path, files, "segment")
     assert summary["added"] == 4 and summary["splits"] == {"train": 2, "val": 2}
 
@@ -131,7 +137,7 @@ def test_case_06_roboflow_valid_is_val_and_paths_stay_inside(store, tmp_path):
     files = {"data.yaml": b"train: ../train/images\nval: ../valid/images\ntest: ../../../etc\nnames: [a, b]\n"}
     for split, stems in {"train": "ab", "valid": "cd"}.items():
         for stem in stems:
-            files[f"{split}/images/{stem}.jpg"] = jpeg_bytes(color=(ord(stem), 5, 5))
+            files[f"{split}/images/{stem}.jpg"] = _distinct(stem)
             files[f"{split}/labels/{stem}.txt"] = b"0 0.5 0.5 0.25 0.25\n"
     summary, _, _ = ingest(store, tmp_path, files)
     assert summary["splits"] == {"train": 2, "val": 2} and summary["movedToVal"] == 0
@@ -197,7 +203,10 @@ def test_case_12_class_out_of_range_flagged_or_extended(store, tmp_path):
     assert summary["skippedCounts"] == {"class_out_of_range": 1} and summary["added"] == 4
     assert report["ds/labels/train/b.txt"]["verdict"] == "rejected"
     assert images(store)["b.jpg"]["error"].startswith("class_out_of_range")
-    summary, dataset, _ = ingest(store, tmp_path, files, "segment", extend_classes=True)
+    files = {k.replace(".", "2."): v for k, v in files.items()}
+    files = {k: (_distinct(k) if k.endswith(".jpg") else v) for k, v in files.items()}
+    files["ds/data2.yaml"] = files.pop("ds/data2.yaml")
+    summary, dataset, _ = ingest(store, tmp_path, files, extend_classes=True)
     assert dataset["class_names"] == ["a", "b", "class2"] and summary["errors"] == 0
 
 
@@ -237,7 +246,7 @@ def test_case_15_pose_kpt_shape_inferred_or_checked(store, tmp_path):
 def test_task_mismatch_rejects_labels_of_a_non_empty_dataset(store, tmp_path):
     ingest(store, tmp_path, base_files())
     files = rebase(_pose_files(b"kpt_shape: [2, 3]\n"), "ds/", "q/")
-    files = {k: (jpeg_bytes(color=(3, len(k), 3)) if k.endswith(".jpg") else v) for k, v in files.items()}
+    files = {k: (_distinct(k) if k.endswith(".jpg") else v) for k, v in files.items()}
     summary, dataset, _ = ingest(store, tmp_path, files)
     assert dataset["task"] == "detect"
     assert summary["skippedCounts"] == {"task_mismatch": 4}
@@ -310,7 +319,10 @@ def test_case_21_duplicate_rows_removed_and_reported(store, tmp_path):
 
 def test_case_22_truncated_jpeg_is_restored_as_a_copy(store, tmp_path):
     files = base_files()
-    whole = jpeg_bytes(size=(64, 64), color=(10, 200, 10))
+    noise = Image.frombytes("RGB", (128, 128), bytes(range(256)) * 192)
+    buffer = io.BytesIO()
+    noise.save(buffer, "JPEG")
+    whole = buffer.getvalue()
     files["ds/images/train/a.jpg"] = whole[: len(whole) * 6 // 10]
     files["ds/images/train/b.jpg"] = whole[:-2]  # only the end marker missing
     summary, _, report = ingest(store, tmp_path, files)

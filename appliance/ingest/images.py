@@ -100,7 +100,7 @@ def _open(data: bytes) -> tuple[Image.Image, list[str]]:
             "not_an_image", f"not a readable image ({exc.__class__.__name__})"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        if "truncated" not in str(exc):
+        if "truncated" not in str(exc).lower():
             raise ImageRejected("corrupt_image", f"cannot decode: {exc}") from None
     try:
         return _decode(data, True), ["truncated_jpeg_restored"]

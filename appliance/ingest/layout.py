@@ -182,13 +182,19 @@ def _yaml_splits(doc: dict) -> dict[str, str]:
 
 def label_for(image: str) -> str:
     """The conventional label path: the last /images/ becomes /labels/, suffix .txt."""
+    return label_candidates(image)[0]
+
+
+def label_candidates(image: str) -> list[str]:
+    """Label paths to try, in order: the last /images/ folder made /labels/, then
+    each earlier one (images/train/images/x.jpg -> labels/train/images/x.txt)."""
     stem, _ = posixpath.splitext(image)
     parts = stem.split("/")
+    out = []
     for i in range(len(parts) - 2, -1, -1):
         if parts[i] == "images":
-            parts[i] = "labels"
-            break
-    return "/".join(parts) + ".txt"
+            out.append("/".join([*parts[:i], "labels", *parts[i + 1 :]]) + ".txt")
+    return out or [stem + ".txt"]
 
 
 def discover(names: list[str], read_text) -> Layout:
@@ -220,10 +226,8 @@ def discover(names: list[str], read_text) -> Layout:
             continue
         if posixpath.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
             continue
-        label = label_for(name)
-        if label not in members:
-            sibling = posixpath.splitext(name)[0] + ".txt"
-            label = sibling if sibling in members else None
+        tried = [*label_candidates(name), posixpath.splitext(name)[0] + ".txt"]
+        label = next((c for c in tried if c in members), None)
         if label:
             used_labels.add(label)
         split = _split_of(name[len(prefix) :], splits)
