@@ -121,7 +121,13 @@ class Archive:
             else:
                 self._tar = tarfile.open(self.path, "r:*")
                 self._open_tar()
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        except (
+            zipfile.BadZipFile,
+            tarfile.TarError,
+            EOFError,
+            OSError,
+            zlib.error,
+        ) as exc:
             self.close()
             raise Invalid(f"not a readable zip or tar archive ({exc})") from exc
         total = sum(m.size for m in self.members.values())

@@ -34,7 +34,13 @@ def ingest(store, tmp_path, files, task="detect", **options):
     path = write_zip(tmp_path / f"{len(list(tmp_path.iterdir()))}.zip", files)
     job = db.create_job("ingest", ids[task], None)
     summary = run_ingest(
-        db, blobs, ids[task], job["id"], path, IngestOptions(**options), lambda p, m: None
+        db,
+        blobs,
+        ids[task],
+        job["id"],
+        path,
+        IngestOptions(**options),
+        lambda p, m: None,
     )
     report = {r["path"]: r for r in db.ingest_report(ids[task], job["id"])}
     return summary, db.dataset(ids[task]), report
@@ -59,13 +65,17 @@ def rebase(files, old, new):
 
 def test_case_01_flat_root_and_any_zip_name_give_the_same_counts(store, tmp_path):
     flat, _, _ = ingest(store, tmp_path, base_files(""))
-    folder, _, _ = ingest(store, tmp_path, rebase(base_files(), "ds/", "bar/"), "segment")
+    folder, _, _ = ingest(
+        store, tmp_path, rebase(base_files(), "ds/", "bar/"), "segment"
+    )
     assert flat["added"] == folder["added"] == 4
     assert any("dataset root: bar" in w for w in folder["warnings"])
 
 
 def test_case_02_root_nested_deeper_is_found_and_reported(store, tmp_path):
-    summary, dataset, _ = ingest(store, tmp_path, rebase(base_files(), "ds/", "outer/inner/"))
+    summary, dataset, _ = ingest(
+        store, tmp_path, rebase(base_files(), "ds/", "outer/inner/")
+    )
     assert summary["added"] == 4 and summary["paired"] == 4
     assert dataset["class_names"] == ["a", "b"]
     assert any("outer/inner" in w for w in summary["warnings"])
@@ -91,17 +101,27 @@ def test_case_04_misspelt_yaml_is_named_and_absolute_path_ignored(store, tmp_pat
     assert any("data.yalm" in w and "did you mean" in w for w in summary["warnings"])
     assert dataset["class_names"] == ["class0"]
     files = base_files()
-    files["ds/data.yaml"] = b"path: /home/someone/ds\ntrain: images/train\nval: images/val\nnames: [a, b]\n"
-    files = {k.replace(".jpg", "2.jpg").replace(".txt", "2.txt"): v for k, v in files.items()}
+    files["ds/data.yaml"] = (
+        b"path: /home/someone/ds\ntrain: images/train\nval: images/val\nnames: [a, b]\n"
+    )
+    files = {
+        k.replace(".jpg", "2.jpg").replace(".txt", "2.txt"): v for k, v in files.items()
+    }
     files = {k: (_distinct(k) if k.endswith(".jpg") else v) for k, v in files.items()}
     summary, _, _ = ingest(store, tmp_path, files, "segment")
     assert summary["added"] == 4 and summary["splits"] == {"train": 2, "val": 2}
 
 
 def test_case_05a_images_only_is_a_raw_unlabeled_dataset(store, tmp_path):
-    files = {k: v for k, v in base_files().items() if k.endswith(".jpg") and "train" in k}
+    files = {
+        k: v for k, v in base_files().items() if k.endswith(".jpg") and "train" in k
+    }
     summary, dataset, _ = ingest(store, tmp_path, files)
-    assert summary["added"] == 2 and summary["unlabeled"] == 2 and summary["format"] == "raw"
+    assert (
+        summary["added"] == 2
+        and summary["unlabeled"] == 2
+        and summary["format"] == "raw"
+    )
     assert dataset["status"] == "ready"
 
 
@@ -127,14 +147,19 @@ def test_case_05b_classify_trees_need_no_yaml(store, tmp_path, layout):
 
 
 def test_case_05b_class_img_tree_switches_an_empty_detect_dataset(store, tmp_path):
-    files = {f"pets/{label}/{n}.jpg": jpeg_bytes(color=(n * 40, 1, 1)) for n, label in enumerate(["cat", "dog", "cat"])}
+    files = {
+        f"pets/{label}/{n}.jpg": jpeg_bytes(color=(n * 40, 1, 1))
+        for n, label in enumerate(["cat", "dog", "cat"])
+    }
     summary, dataset, _ = ingest(store, tmp_path, files)
     assert dataset["task"] == "classify" and summary["task"] == "classify"
     assert any("changed from detect to classify" in w for w in summary["warnings"])
 
 
 def test_case_06_roboflow_valid_is_val_and_paths_stay_inside(store, tmp_path):
-    files = {"data.yaml": b"train: ../train/images\nval: ../valid/images\ntest: ../../../etc\nnames: [a, b]\n"}
+    files = {
+        "data.yaml": b"train: ../train/images\nval: ../valid/images\ntest: ../../../etc\nnames: [a, b]\n"
+    }
     for split, stems in {"train": "ab", "valid": "cd"}.items():
         for stem in stems:
             files[f"{split}/images/{stem}.jpg"] = _distinct(stem)
@@ -165,7 +190,10 @@ def test_case_09_nested_images_folder_and_sibling_labels(store, tmp_path):
     files["images/val/y.jpg"] = jpeg_bytes(color=(99, 99, 1))
     summary, _, _ = ingest(store, tmp_path, files)
     assert summary["paired"] == 5 and summary["unlabeled"] == 1
-    assert any("images/val/y.jpg has no label" in w and "elsewhere/y.txt" in w for w in summary["warnings"])
+    assert any(
+        "images/val/y.jpg has no label" in w and "elsewhere/y.txt" in w
+        for w in summary["warnings"]
+    )
 
 
 # -- B. YAML, classes and task metadata -------------------------------------
@@ -200,7 +228,9 @@ def test_case_12_class_out_of_range_flagged_or_extended(store, tmp_path):
     files = base_files()
     files["ds/labels/train/b.txt"] = b"2 0.5 0.5 0.2 0.2\n"
     summary, dataset, report = ingest(store, tmp_path, files)
-    assert summary["skippedCounts"] == {"class_out_of_range": 1} and summary["added"] == 4
+    assert (
+        summary["skippedCounts"] == {"class_out_of_range": 1} and summary["added"] == 4
+    )
     assert report["ds/labels/train/b.txt"]["verdict"] == "rejected"
     assert images(store)["b.jpg"]["error"].startswith("class_out_of_range")
     files = {k.replace(".", "2."): v for k, v in files.items()}
@@ -221,7 +251,9 @@ def test_case_14_classify_index_built_once_by_name(store, tmp_path):
 
 def _pose_files(yaml_extra: bytes) -> dict[str, bytes]:
     files = base_files()
-    files["ds/data.yaml"] = b"train: images/train\nval: images/val\nnames: [a]\n" + yaml_extra
+    files["ds/data.yaml"] = (
+        b"train: images/train\nval: images/val\nnames: [a]\n" + yaml_extra
+    )
     for name in files:
         if name.endswith(".txt"):
             files[name] = b"0 .5 .5 .2 .2 .4 .4 2 .6 .6 2\n"
@@ -303,7 +335,11 @@ def test_case_20_background_and_unlabeled_are_counted_apart(store, tmp_path):
     files["ds/labels/train/b.txt"] = b"\n  \n"
     del files["ds/labels/val/c.txt"]
     summary, _, _ = ingest(store, tmp_path, files)
-    assert (summary["background"], summary["unlabeled"], summary["labeled"]) == (2, 1, 1)
+    assert (summary["background"], summary["unlabeled"], summary["labeled"]) == (
+        2,
+        1,
+        1,
+    )
 
 
 def test_case_21_duplicate_rows_removed_and_reported(store, tmp_path):
@@ -328,10 +364,15 @@ def test_case_22_truncated_jpeg_is_restored_as_a_copy(store, tmp_path):
     summary, _, report = ingest(store, tmp_path, files)
     for stem in "ab":
         verdict = report[f"ds/images/train/{stem}.jpg"]
-        assert verdict["verdict"] == "fixed" and "truncated_jpeg_restored" in verdict["detail"]
+        assert (
+            verdict["verdict"] == "fixed"
+            and "truncated_jpeg_restored" in verdict["detail"]
+        )
     stored = store[1].image_path(images(store)["a.jpg"]["hash"], "jpg").read_bytes()
     assert stored.endswith(b"\xff\xd9")
-    assert files["ds/images/train/a.jpg"] == whole[: len(whole) * 6 // 10]  # source untouched
+    assert (
+        files["ds/images/train/a.jpg"] == whole[: len(whole) * 6 // 10]
+    )  # source untouched
 
 
 def test_case_23_sniffed_formats_and_non_images(store, tmp_path):
@@ -378,7 +419,9 @@ def test_case_25_every_colour_mode_becomes_rgb(store, tmp_path, mode):
     _, _, report = ingest(store, tmp_path, files)
     row = images(store)["a.jpg"]
     stored = Image.open(store[1].image_path(row["hash"], row["ext"]))
-    assert stored.mode == "RGB" and report["ds/images/train/a.jpg"]["verdict"] == "fixed"
+    assert (
+        stored.mode == "RGB" and report["ds/images/train/a.jpg"]["verdict"] == "fixed"
+    )
 
 
 def test_too_small_rejected_too_large_resized_and_thumbnails_made(store, tmp_path):
@@ -420,7 +463,11 @@ def test_s5_empty_val_gets_a_seeded_tenth_of_train(store, tmp_path):
     summary, _, _ = ingest(store, tmp_path, files)
     assert summary["movedToVal"] == 1 and summary["splits"] == {"train": 11, "val": 1}
     assert any("moved 1 train images to val" in w for w in summary["warnings"])
-    files = {f"train/{c}/{n}.jpg": jpeg_bytes(color=(n * 20, ord(c), 3)) for n in range(3) for c in "ab"}
+    files = {
+        f"train/{c}/{n}.jpg": jpeg_bytes(color=(n * 20, ord(c), 3))
+        for n in range(3)
+        for c in "ab"
+    }
     summary, _, _ = ingest(store, tmp_path, files, "classify")
     assert summary["movedToVal"] == 0 and summary["splits"] == {"train": 6}
 
@@ -467,4 +514,6 @@ def test_a_damaged_zip_directory_is_a_clear_error(store, tmp_path):
     path.write_bytes(buffer.getvalue()[:-30])
     db, blobs, ids = store
     with pytest.raises(Invalid):
-        run_ingest(db, blobs, ids["detect"], "j", path, IngestOptions(), lambda p, m: None)
+        run_ingest(
+            db, blobs, ids["detect"], "j", path, IngestOptions(), lambda p, m: None
+        )

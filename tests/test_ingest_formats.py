@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import base_files, dataset_upload_body, jpeg_bytes, make_app, write_zip
+from conftest import base_files, dataset_upload_body, jpeg_bytes, make_app
 from contract import problems
 from starlette.testclient import TestClient
 
@@ -59,7 +59,12 @@ class Api:
         )["dataset"]
 
     def create(self, slug: str, task: str = "detect") -> dict:
-        return self("POST", "/api/datasets", 201, json={"dataset": slug, "name": slug, "task": task})
+        return self(
+            "POST",
+            "/api/datasets",
+            201,
+            json={"dataset": slug, "name": slug, "task": task},
+        )
 
     def images(self, slug: str, query: str = "") -> dict:
         return self(
@@ -106,31 +111,64 @@ def test_ndjson_upload_round_trips_and_remote_urls_stay_offline(api):
     copied = api.dataset("copy")
     assert copied["imageCount"] == 4 and copied["classNames"] == ["a", "b"]
     assert copied["lastIngestSummary"]["skippedCounts"] == {"remote_url_offline": 1}
-    before = sorted((i["hash"], i["split"], i["labels"]) for i in api.images("src")["images"])
-    after = sorted((i["hash"], i["split"], i["labels"]) for i in api.images("copy")["images"])
+    before = sorted(
+        (i["hash"], i["split"], i["labels"]) for i in api.images("src")["images"]
+    )
+    after = sorted(
+        (i["hash"], i["split"], i["labels"]) for i in api.images("copy")["images"]
+    )
     assert before == after
 
 
 def test_ndjson_inside_an_archive_reads_images_by_file(api):
-    header = {"type": "dataset", "task": "pose", "class_names": {"0": "person"}, "kpt_shape": [2, 3], "flip_idx": [1, 0]}
+    header = {
+        "type": "dataset",
+        "task": "pose",
+        "class_names": {"0": "person"},
+        "kpt_shape": [2, 3],
+        "flip_idx": [1, 0],
+    }
     lines = [json.dumps(header)]
     files = {}
     for n, split in enumerate(["train", "train", "val"]):
         files[f"set/img{n}.jpg"] = jpeg_bytes(color=(n * 90, 20, 20))
-        lines.append(json.dumps({
-            "type": "image", "file": f"img{n}.jpg", "split": split,
-            "annotations": {"pose": [[0, 0.5, 0.5, 0.4, 0.4, 0.4, 0.4, 2, 0.6, 0.6, 1]], "boxes": [[0, 0.1, 0.1, 0.1, 0.1]]},
-            "metadata": {"n": n},
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "type": "image",
+                    "file": f"img{n}.jpg",
+                    "split": split,
+                    "annotations": {
+                        "pose": [[0, 0.5, 0.5, 0.4, 0.4, 0.4, 0.4, 2, 0.6, 0.6, 1]],
+                        "boxes": [[0, 0.1, 0.1, 0.1, 0.1]],
+                    },
+                    "metadata": {"n": n},
+                }
+            )
+        )
     files["set/data.ndjson"] = ("\n".join(lines) + "\n").encode()
     api.create("people")
-    api.job(api.ingest("people", "p.zip", _zip(files), imageMetadata={"img0.jpg": {"camera": "left"}})["jobId"])
+    api.job(
+        api.ingest(
+            "people",
+            "p.zip",
+            _zip(files),
+            imageMetadata={"img0.jpg": {"camera": "left"}},
+        )["jobId"]
+    )
     dataset = api.dataset("people")
-    assert dataset["task"] == "pose" and dataset["kptShape"] == [2, 3] and dataset["flipIdx"] == [1, 0]
+    assert (
+        dataset["task"] == "pose"
+        and dataset["kptShape"] == [2, 3]
+        and dataset["flipIdx"] == [1, 0]
+    )
     listed = {i["name"]: i for i in api.images("people")["images"]}
     assert listed["img1.jpg"]["labels"][0]["keypoints"] == [0.4, 0.4, 2, 0.6, 0.6, 1]
     rows = api.client.app.state.services.db.all_images(dataset["id"])
-    assert {r["name"]: r["metadata"] for r in rows}["img0.jpg"] == {"n": 0, "camera": "left"}
+    assert {r["name"]: r["metadata"] for r in rows}["img0.jpg"] == {
+        "n": 0,
+        "camera": "left",
+    }
 
 
 def test_coco_boxes_polygons_and_rle(api):
@@ -141,12 +179,28 @@ def test_coco_boxes_polygons_and_rle(api):
         ],
         "categories": [{"id": 7, "name": "cat"}, {"id": 9, "name": "dog"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 9, "bbox": [16, 16, 32, 16],
-             "segmentation": [[16, 16, 48, 16, 48, 32, 16, 32]]},
-            {"id": 2, "image_id": 2, "category_id": 7, "bbox": [0, 0, 32, 32],
-             "segmentation": {"counts": "abc", "size": [64, 64]}, "iscrowd": 1},
-            {"id": 3, "image_id": 2, "category_id": 7, "bbox": [0, 0, 32, 32],
-             "segmentation": [[0, 0, 32, 0, 32, 32]]},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 9,
+                "bbox": [16, 16, 32, 16],
+                "segmentation": [[16, 16, 48, 16, 48, 32, 16, 32]],
+            },
+            {
+                "id": 2,
+                "image_id": 2,
+                "category_id": 7,
+                "bbox": [0, 0, 32, 32],
+                "segmentation": {"counts": "abc", "size": [64, 64]},
+                "iscrowd": 1,
+            },
+            {
+                "id": 3,
+                "image_id": 2,
+                "category_id": 7,
+                "bbox": [0, 0, 32, 32],
+                "segmentation": [[0, 0, 32, 0, 32, 32]],
+            },
         ],
     }
     files = {
@@ -161,7 +215,13 @@ def test_coco_boxes_polygons_and_rle(api):
     assert dataset["lastIngestSummary"]["skippedCounts"] == {"rle_annotation": 1}
     listed = {i["name"]: i["labels"] for i in api.images("seg")["images"]}
     # Normalised by the real 64x64 image, not the 999 the JSON claims.
-    assert listed["a.jpg"] == [{"classId": 1, "bbox": [0.5, 0.375, 0.5, 0.25], "segments": [0.25, 0.25, 0.75, 0.25, 0.75, 0.5, 0.25, 0.5]}]
+    assert listed["a.jpg"] == [
+        {
+            "classId": 1,
+            "bbox": [0.5, 0.375, 0.5, 0.25],
+            "segments": [0.25, 0.25, 0.75, 0.25, 0.75, 0.5, 0.25, 0.5],
+        }
+    ]
     assert len(listed["b.jpg"]) == 1
     assert any(f["reason"] == "rle_annotation" for f in job["files"])
 
@@ -202,11 +262,17 @@ def test_dry_run_on_both_route_families_stores_nothing(api, family):
     if family == "slug":
         job_id = api.ingest("dry", "a.zip", data, dryRun=True)["jobId"]
     else:
-        body = {"sessionId": api.upload("a.zip", data), "datasetId": created["id"], "dryRun": True}
+        body = {
+            "sessionId": api.upload("a.zip", data),
+            "datasetId": created["id"],
+            "dryRun": True,
+        }
         job_id = api("POST", "/api/datasets/ingest", 201, json=body)["jobId"]
     job = api.job(job_id)
     assert job["status"] == "completed" and job["result"]["added"] == 4
-    assert len(job["files"]) == 4 and {f["verdict"] for f in job["files"]} == {"accepted"}
+    assert len(job["files"]) == 4 and {f["verdict"] for f in job["files"]} == {
+        "accepted"
+    }
     dataset = api.dataset("dry")
     assert dataset["imageCount"] == 0 and "lastIngestSummary" not in dataset
     assert not (api.client.app.state.services.blobs.root / "images").exists()
@@ -234,7 +300,14 @@ def test_s10_training_refuses_a_dataset_that_is_not_ready(api):
     api.job(api.ingest("empty", "a.zip", _zip(files))["jobId"])
     api("POST", "/api/projects", 201, json={"project": "p", "name": "P"})
     model = api("POST", "/api/models", 201, json={"project": "p", "model": "m"})
-    body = {"modelId": model["id"], "trainArgs": {"model": "yolo26n.yaml", "data": "ul://alice/datasets/empty", "epochs": 1}}
+    body = {
+        "modelId": model["id"],
+        "trainArgs": {
+            "model": "yolo26n.yaml",
+            "data": "ul://alice/datasets/empty",
+            "epochs": 1,
+        },
+    }
     refused = api("POST", "/api/training/start", 400, json=body)
     assert "no labeled image" in refused["error"]
 
@@ -262,7 +335,10 @@ def test_hostile_tar_writes_nothing_outside_and_skips_links(api, home):
         info = tarfile.TarInfo(name)
         info.size = len(data)
         members.append((info, data))
-    for name, kind in (("ds/images/train/s.jpg", tarfile.SYMTYPE), ("ds/images/train/h.jpg", tarfile.LNKTYPE)):
+    for name, kind in (
+        ("ds/images/train/s.jpg", tarfile.SYMTYPE),
+        ("ds/images/train/h.jpg", tarfile.LNKTYPE),
+    ):
         link = tarfile.TarInfo(name)
         link.type, link.linkname = kind, "../../../../etc/passwd"
         members.append((link, None))
@@ -306,12 +382,16 @@ def test_a_crash_mid_ingest_changes_nothing_and_the_retry_works(api, monkeypatch
         return real(self, *args)
 
     monkeypatch.setattr(job_module._Run, "image", crash_on_third)
-    first = api("POST", "/api/datasets/alice/crash/ingest", 201, json={"sessionId": session})
+    first = api(
+        "POST", "/api/datasets/alice/crash/ingest", 201, json={"sessionId": session}
+    )
     assert api.job(first["jobId"])["status"] == "failed"
     dataset = api.dataset("crash")
     assert dataset["imageCount"] == 0 and dataset["status"] == "failed"
     monkeypatch.setattr(job_module._Run, "image", real)
-    again = api("POST", "/api/datasets/alice/crash/ingest", 201, json={"sessionId": session})
+    again = api(
+        "POST", "/api/datasets/alice/crash/ingest", 201, json={"sessionId": session}
+    )
     assert api.job(again["jobId"])["status"] == "completed"
     assert api.dataset("crash")["imageCount"] == 4
 
@@ -327,7 +407,9 @@ def test_e26_a_dropped_put_can_be_sent_again(api):
 
     with pytest.raises(ConnectionResetError):
         api.client.put(session["uploadUrl"], content=dropped())
-    incomplete = api("POST", "/api/upload/complete", 400, json={"sessionId": session["sessionId"]})
+    incomplete = api(
+        "POST", "/api/upload/complete", 400, json={"sessionId": session["sessionId"]}
+    )
     assert "nothing has been uploaded" in incomplete["error"]
     assert api.client.put(session["uploadUrl"], content=data).status_code == 200
     api("POST", "/api/upload/complete", json={"sessionId": session["sessionId"]})

@@ -25,7 +25,9 @@ def check_class_mapping(value: Any) -> dict[str, int | str | None]:
         if isinstance(target, bool) or not isinstance(target, int | str):
             raise Invalid(f"classMapping[{key!r}] must be an index, a name or null")
         if isinstance(target, int) and not 0 <= target < MAX_CLASSES:
-            raise Invalid(f"classMapping[{key!r}] must be between 0 and {MAX_CLASSES - 1}")
+            raise Invalid(
+                f"classMapping[{key!r}] must be between 0 and {MAX_CLASSES - 1}"
+            )
         if isinstance(target, str) and not (
             target.strip() and len(target) <= MAX_NAME_LENGTH and target.isprintable()
         ):

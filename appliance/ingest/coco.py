@@ -29,7 +29,9 @@ def find_coco(source: Source, names: list[str]) -> list[tuple[str, dict]]:
             doc = json.loads(read_text(source, name))
         except (ValueError, Invalid):
             continue
-        if isinstance(doc, dict) and {"images", "annotations", "categories"} <= set(doc):
+        if isinstance(doc, dict) and {"images", "annotations", "categories"} <= set(
+            doc
+        ):
             found.append((name, doc))
     return found
 
@@ -60,7 +62,9 @@ def plan_coco(source: Source, names: list[str], docs: list[tuple[str, dict]]) ->
             member = _member(json_name, file_name, set(names), by_base)
             if member is None or member in used:
                 detail = f"{json_name} names {file_name!r}, which is not in the archive"
-                plan.verdicts.append((file_name or json_name, "rejected", "missing_image", detail))
+                plan.verdicts.append(
+                    (file_name or json_name, "rejected", "missing_image", detail)
+                )
                 continue
             used.add(member)
             plan.entries.append(
@@ -73,10 +77,14 @@ def plan_coco(source: Source, names: list[str], docs: list[tuple[str, dict]]) ->
                     label_path=json_name,
                 )
             )
-    plan.class_names = [name for name, _ in sorted(categories.items(), key=lambda kv: kv[1])]
+    plan.class_names = [
+        name for name, _ in sorted(categories.items(), key=lambda kv: kv[1])
+    ]
     for name in names:
         if name not in used:
-            plan.verdicts.append((name, "ignored", "not_used", "not named by a COCO file"))
+            plan.verdicts.append(
+                (name, "ignored", "not_used", "not named by a COCO file")
+            )
     plan.notes.append(f"COCO instances: {', '.join(n for n, _ in docs)}")
     return plan
 
@@ -149,7 +157,10 @@ def _row(ann: dict, task: str, width: int, height: int) -> list[float] | None:
         if not polygons:
             return None
         polygon = max(polygons, key=len)
-        return [cls, *[v / (width if i % 2 == 0 else height) for i, v in enumerate(polygon)]]
+        return [
+            cls,
+            *[v / (width if i % 2 == 0 else height) for i, v in enumerate(polygon)],
+        ]
     if box is None:
         return None
     if task == "pose":
@@ -163,13 +174,19 @@ def _row(ann: dict, task: str, width: int, height: int) -> list[float] | None:
 
 
 def _num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def _maker(annotations: list[dict]):
     def make(ctx: Context, width: int, height: int) -> ParsedLabels:
         if ctx.task not in ("detect", "segment", "pose"):
-            raise LabelError("task_mismatch", f"COCO instances cannot make {ctx.task} labels")
+            raise LabelError(
+                "task_mismatch", f"COCO instances cannot make {ctx.task} labels"
+            )
         rows = []
         for ann in annotations:
             row = _row(ann, ctx.task, width, height)
@@ -178,7 +195,9 @@ def _maker(annotations: list[dict]):
                     "missing_geometry",
                     f"annotation {ann.get('id')} has no {'polygon' if ctx.task == 'segment' else 'box'}",
                 )
-            rows.append(" ".join(repr(float(v)) if i else str(v) for i, v in enumerate(row)))
+            rows.append(
+                " ".join(repr(float(v)) if i else str(v) for i, v in enumerate(row))
+            )
         return parse_yolo("\n".join(rows), ctx.task, ctx.class_count, ctx.kpt_shape)
 
     return make

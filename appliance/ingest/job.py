@@ -127,9 +127,13 @@ class _Run:
         notes = fixes + image.notes
         if error:
             notes.append("stored unlabeled: its label was rejected")
-        self.verdict(path, "fixed" if fixes else "accepted", None, "; ".join(notes) or None)
+        self.verdict(
+            path, "fixed" if fixes else "accepted", None, "; ".join(notes) or None
+        )
 
-    def _labels(self, entry, path, width, height, fixes) -> tuple[list | None, str | None]:
+    def _labels(
+        self, entry, path, width, height, fixes
+    ) -> tuple[list | None, str | None]:
         if entry.labels is None:
             return None, None
         where = entry.label_path or f"{path}#labels"
@@ -186,7 +190,9 @@ def run_ingest(
                 progress(90.0 * done / total, f"read {done}/{total} files")
     notes = plan.notes + notes
     if plan.class_names is None:
-        used = max((lab["classId"] for r in run.rows for lab in r["labels"] or []), default=-1)
+        used = max(
+            (lab["classId"] for r in run.rows for lab in r["labels"] or []), default=-1
+        )
         run.class_names += [f"class{i}" for i in range(len(run.class_names), used + 1)]
     moved = 0
     if task != "classify" and not options.target_split and not before.get("val"):
@@ -215,7 +221,9 @@ def _task(dataset: dict, plan: Plan, empty: bool) -> tuple[str, list[str]]:
     if not hint or hint == task or (task == "detect" and hint == "segment"):
         return task, []
     if empty:
-        return hint, [f"the dataset's task changed from {task} to {hint}: the upload is a {hint} dataset"]
+        return hint, [
+            f"the dataset's task changed from {task} to {hint}: the upload is a {hint} dataset"
+        ]
     return task, []
 
 
@@ -237,7 +245,11 @@ def _prepare(db, blobs, dataset, plan: Plan, task: str, options: IngestOptions) 
     if task == "pose":
         kpt_shape = metadata.get("kptShape") or plan.kpt_shape or plan.kpt_guess
     mismatch = None
-    if plan.task and plan.task != task and not (task == "detect" and plan.task == "segment"):
+    if (
+        plan.task
+        and plan.task != task
+        and not (task == "detect" and plan.task == "segment")
+    ):
         mismatch = f"the upload is a {plan.task} dataset; this dataset's task is {task}"
     return _Run(
         blobs=blobs,

@@ -244,7 +244,13 @@ def discover(names: list[str], read_text) -> Layout:
 
 def _yaml_extras(layout: Layout, doc: dict) -> None:
     task = doc.get("task")
-    if isinstance(task, str) and task in ("detect", "segment", "pose", "obb", "classify"):
+    if isinstance(task, str) and task in (
+        "detect",
+        "segment",
+        "pose",
+        "obb",
+        "classify",
+    ):
         layout.task = task
     shape = doc.get("kpt_shape")
     if shape is not None:

@@ -41,7 +41,9 @@ def plan_ndjson(
     blobs: BlobStore,
     signer: Signer | None,
 ) -> Plan:
-    lines = [line for line in read_text(source, ndjson_name).splitlines() if line.strip()]
+    lines = [
+        line for line in read_text(source, ndjson_name).splitlines() if line.strip()
+    ]
     if len(lines) > MAX_LINES:
         raise Invalid(f"{ndjson_name} has {len(lines)} lines; the limit is {MAX_LINES}")
     if not lines:
@@ -68,7 +70,9 @@ def plan_ndjson(
         plan.entries.append(entry)
     for name in names:
         if name not in used:
-            plan.verdicts.append((name, "ignored", "not_used", "not named by the NDJSON"))
+            plan.verdicts.append(
+                (name, "ignored", "not_used", "not named by the NDJSON")
+            )
     return plan
 
 
@@ -92,7 +96,9 @@ def _json(line: str, name: str, number: int) -> dict:
 def _header(plan: Plan, header: dict, name: str) -> None:
     task = header.get("task", "detect")
     if task not in TASKS:
-        raise Invalid(f"{name}: task {str(task)[:20]!r} is not one of {', '.join(TASKS)}")
+        raise Invalid(
+            f"{name}: task {str(task)[:20]!r} is not one of {', '.join(TASKS)}"
+        )
     plan.task = task
     names = header.get("class_names") or {}
     if not isinstance(names, dict):
@@ -104,7 +110,11 @@ def _header(plan: Plan, header: dict, name: str) -> None:
     size = max(indexed) + 1 if indexed else 0
     plan.class_names = [indexed.get(i, f"class{i}") for i in range(size)]
     shape = header.get("kpt_shape")
-    if isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) for v in shape):
+    if (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(isinstance(v, int) for v in shape)
+    ):
         plan.kpt_shape = list(shape)
     flip = header.get("flip_idx")
     if isinstance(flip, list) and all(isinstance(v, int) for v in flip):
@@ -113,11 +123,19 @@ def _header(plan: Plan, header: dict, name: str) -> None:
 
 def _entry(record, where, folder, members, source, blobs, signer) -> Entry:
     file = record.get("file")
-    if not isinstance(file, str) or not file or "/" in file or "\\" in file or file in (".", ".."):
+    if (
+        not isinstance(file, str)
+        or not file
+        or "/" in file
+        or "\\" in file
+        or file in (".", "..")
+    ):
         raise _Refused("malformed_record", "`file` must be a plain file name")
     split = record.get("split")
     if split not in SPLITS:
-        raise _Refused("malformed_record", f"split must be train, val or test, got {split!r}")
+        raise _Refused(
+            "malformed_record", f"split must be train, val or test, got {split!r}"
+        )
     member = _member(folder, file, split, members)
     if member is not None:
         read = lambda: read_member(source, member, MAX_IMAGE_BYTES)  # noqa: E731
@@ -200,7 +218,9 @@ def _maker(annotations):
             text = str(rows[0])
         else:
             if not all(isinstance(r, list) for r in rows):
-                raise LabelError("malformed_row", "annotation rows must be lists of numbers")
+                raise LabelError(
+                    "malformed_row", "annotation rows must be lists of numbers"
+                )
             text = "\n".join(" ".join(str(v) for v in r) for r in rows)
         return parse_yolo(text, ctx.task, ctx.class_count, ctx.kpt_shape)
 

@@ -54,7 +54,9 @@ def read_member(source: Source, name: str, limit: int) -> bytes:
     try:
         return source.read(name)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise MemberError("unreadable_member", f"damaged in the archive: {exc}") from None
+        raise MemberError(
+            "unreadable_member", f"damaged in the archive: {exc}"
+        ) from None
     except Invalid as exc:
         raise MemberError("file_too_large", exc.message) from None
 

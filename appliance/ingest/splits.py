@@ -12,7 +12,9 @@ AUTO_VAL_SEED = 0
 
 def auto_split(rows: list[dict]) -> int:
     """Move ~10% of the train rows to val; returns how many moved."""
-    train = sorted((r for r in rows if r["split"] == "train"), key=lambda r: (r["name"], r["hash"]))
+    train = sorted(
+        (r for r in rows if r["split"] == "train"), key=lambda r: (r["name"], r["hash"])
+    )
     if len(train) < 2:
         return 0
     random.Random(AUTO_VAL_SEED).shuffle(train)

@@ -61,7 +61,9 @@ def extract_frames(data: bytes, name: str, tmp_dir: Path) -> list[tuple[str, byt
         raise ImageRejected("corrupt_video", "no frame could be decoded")
     out = []
     for number, frame in enumerate(frames, start=1):
-        ok, encoded = cv2.imencode(".webp", frame, [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY])
+        ok, encoded = cv2.imencode(
+            ".webp", frame, [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY]
+        )
         if ok:
             out.append((frame_name(name, number), encoded.tobytes()))
     return out

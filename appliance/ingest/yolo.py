@@ -68,11 +68,15 @@ def _reader(source: Source, name: str):
     return lambda: read_member(source, name, MAX_IMAGE_BYTES)
 
 
-def _label_text(source: Source, name: str | None) -> tuple[str | None, MemberError | None]:
+def _label_text(
+    source: Source, name: str | None
+) -> tuple[str | None, MemberError | None]:
     if name is None:
         return None, None
     try:
-        return read_member(source, name, MAX_LABEL_BYTES).decode("utf-8", "replace"), None
+        return read_member(source, name, MAX_LABEL_BYTES).decode(
+            "utf-8", "replace"
+        ), None
     except MemberError as exc:
         return None, exc
 
@@ -92,7 +96,9 @@ def _videos(source: Source, names: list[str], layout: Layout) -> list[Entry]:
         Entry(
             path=name,
             name=posixpath.basename(name),
-            split=split_of_path(name[len(prefix) :] if name.startswith(prefix) else name),
+            split=split_of_path(
+                name[len(prefix) :] if name.startswith(prefix) else name
+            ),
             read=lambda n=name: read_member(source, n, MAX_VIDEO_BYTES),
             video=True,
         )
@@ -112,7 +118,9 @@ def _other_files(plan: Plan, names: list[str], layout: Layout) -> None:
         if suffix in VIDEO_SUFFIXES:
             continue
         if name in layout.orphan_labels:
-            plan.verdicts.append((name, "rejected", "orphan_label", "no image with this stem"))
+            plan.verdicts.append(
+                (name, "rejected", "orphan_label", "no image with this stem")
+            )
         elif suffix in IMAGE_SUFFIXES:
             detail = f"not under {layout.root or 'the root'}"
             plan.verdicts.append((name, "rejected", "outside_dataset_root", detail))
@@ -121,7 +129,9 @@ def _other_files(plan: Plan, names: list[str], layout: Layout) -> None:
             detail = "Pascal VOC XML is detected but not imported"
             plan.verdicts.append((name, "ignored", "voc_not_imported", detail))
         elif suffix == ".txt" or name.lower().endswith(YAML_SUFFIXES):
-            plan.verdicts.append((name, "ignored", "not_used", "not a label of any image"))
+            plan.verdicts.append(
+                (name, "ignored", "not_used", "not a label of any image")
+            )
         else:
             detail = f"{suffix or 'no suffix'} is not an image or label"
             plan.verdicts.append((name, "rejected", "unsupported_file", detail))

@@ -9,8 +9,11 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from .. import ndjson
+from ..archive import refuse_encrypted
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..ids import is_id
+from ..ingest.classes import check_class_mapping
+from ..ingest.metadata import check_image_metadata
 from ..serialize import dataset_json, image_json
 from ..store._datasets import IMAGE_SORTS
 from ..vision import TASKS
@@ -29,9 +32,6 @@ from ..web import (
     services,
     visible_owner,
 )
-from ..archive import refuse_encrypted
-from ..ingest.classes import check_class_mapping
-from ..ingest.metadata import check_image_metadata
 from .upload import finish_upload, upload_path
 
 VISIBILITIES = ("public", "private")

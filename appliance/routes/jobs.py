@@ -53,7 +53,9 @@ async def retrieve(request: Request):
     if job["kind"] == "ingest":
         # A dry run stores nothing: its verdicts travel in the job's result.
         dry = (job["result"] or {}).get("files")
-        out["files"] = dry if dry is not None else db.ingest_report(job["subject_id"], job["id"])
+        out["files"] = (
+            dry if dry is not None else db.ingest_report(job["subject_id"], job["id"])
+        )
     return reply({"job": out})
 
 

@@ -11,8 +11,8 @@ from starlette.routing import Route
 
 from .. import trainargs, vision
 from ..errors import Conflict, Invalid
-from ..web import field, json_body, reply, require_user, services
 from ..ingest.splits import not_ready_reason
+from ..web import field, json_body, reply, require_user, services
 from .datasets import find_dataset
 from .models import editable_model
 
