@@ -7,7 +7,7 @@ from ..blobs import BlobStore
 from ..signing import Signer
 from .classify import find_tree, plan_classify
 from .coco import find_coco, plan_coco
-from .layout import find_yaml
+from .layout import find_yaml, yaml_task
 from .ndjson_in import find_ndjson, plan_ndjson
 from .plan import Plan
 from .sources import Source, read_text
@@ -28,7 +28,7 @@ def choose_plan(
     if docs:
         return plan_coco(source, names, docs)
     yaml_name = find_yaml(names)
-    if yaml_name is None or "classify" in read_text(source, yaml_name):
+    if yaml_name is None or yaml_task(read_text(source, yaml_name)) == "classify":
         tree = find_tree(names)
         if tree:
             return plan_classify(source, names, tree)

@@ -215,6 +215,10 @@ def discover(names: list[str], read_text) -> Layout:
     _yaml_extras(layout, doc)
     if yaml_name:
         layout.notes.append(f"dataset root: {root or '(archive root)'} ({yaml_name})")
+        if not class_names:
+            layout.notes.append(
+                f"{yaml_name} declares no classes: every label row is out of range"
+            )
     else:
         layout.notes += _near_misses(names)
     splits = _yaml_splits(doc)
@@ -240,6 +244,16 @@ def discover(names: list[str], read_text) -> Layout:
     layout.orphan_labels = sorted(n for n in unused if "/labels/" in "/" + n)
     layout.notes += _stray_label_notes(layout.items, unused)
     return layout
+
+
+def yaml_task(text: str) -> str | None:
+    """The `task:` a dataset YAML declares, if it parses and declares one."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    task = doc.get("task") if isinstance(doc, dict) else None
+    return task if isinstance(task, str) else None
 
 
 def _yaml_extras(layout: Layout, doc: dict) -> None:

@@ -52,7 +52,10 @@ async def retrieve(request: Request):
     out = job_json(job)
     if job["kind"] == "ingest":
         # A dry run stores nothing: its verdicts travel in the job's result.
-        dry = (job["result"] or {}).get("files")
+        result = dict(job["result"] or {})
+        dry = result.pop("files", None)
+        if dry is not None:
+            out["result"] = result
         out["files"] = (
             dry if dry is not None else db.ingest_report(job["subject_id"], job["id"])
         )
