@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import base_files, dataset_upload_body, jpeg_bytes, make_app
+from conftest import base_files, dataset_upload_body, jpeg_bytes, make_app, write_zip
 from contract import problems
 from starlette.testclient import TestClient
 
@@ -424,3 +424,92 @@ def test_e27_more_bytes_than_declared_is_a_413_with_the_limit(api):
     huge = dataset_upload_body("a.zip", 10**15, "application/zip")
     refused = api("POST", "/api/upload/signed-url", 400, json=huge)
     assert "limit" in refused["error"]
+
+
+ROWS = {
+    "detect": "0 0.5 0.5 0.25 0.25",
+    "segment": "0 0.1 0.1 0.5 0.1 0.5 0.6 0.1 0.6",
+    "pose": "0 0.5 0.5 0.4 0.4 0.4 0.4 2 0.6 0.6 1",
+    "obb": "1 0.5 0.2 0.9 0.5 0.6 0.9 0.2 0.6",
+}
+
+
+@pytest.mark.parametrize("task", ["detect", "segment", "pose", "obb", "classify"])
+def test_ndjson_rows_of_every_task_come_back_identical(tmp_path, task):
+    """Our own signed URLs resolve from the blob store; each task's NDJSON rows
+    (appliance.labels.to_row) give back the labels they came from."""
+    from appliance.blobs import BlobStore
+    from appliance.ingest import IngestOptions, run_ingest
+    from appliance.labels import NDJSON_KEYS, to_row
+    from appliance.signing import Signer
+    from appliance.store import Database
+
+    db = Database(tmp_path / "a.db")
+    blobs = BlobStore(tmp_path / "blobs")
+    signer = Signer(b"k" * 32, "http://127.0.0.1:8000", 600)
+    user = db.create_user("alice")
+    ids = [
+        db.create_dataset(
+            owner_id=user["id"], slug=s, name=s, task=task, visibility="private"
+        )["id"]
+        for s in ("src", "dst")
+    ]
+    if task == "classify":
+        files = {
+            f"{split}/{c}/{split}{c}.jpg": jpeg_bytes(color=(ord(c) * 2, n * 99, 9))
+            for n, split in enumerate(["train", "val"])
+            for c in "ab"
+        }
+    else:
+        files = base_files()
+        files["ds/data.yaml"] += b"kpt_shape: [2, 3]\n" if task == "pose" else b""
+        for name in files:
+            if name.endswith(".txt"):
+                files[name] = ROWS[task].encode() + b"\n"
+
+    def run(dataset_id, path, filename):
+        job = db.create_job("ingest", dataset_id, None)
+        options = IngestOptions(filename=filename)
+        return run_ingest(
+            db, blobs, dataset_id, job["id"], path, options, lambda p, m: None, signer
+        )
+
+    run(ids[0], write_zip(tmp_path / "a.zip", files), "a.zip")
+    source = db.dataset(ids[0])
+    header = {
+        "type": "dataset",
+        "task": task,
+        "class_names": {str(i): n for i, n in enumerate(source["class_names"])},
+    }
+    lines = [json.dumps(header)]
+    for image in db.all_images(ids[0]):
+        rows = [to_row(task, label) for label in image["labels"] or []]
+        url = signer.url(f"/files/images/{image['hash'][:2]}/{image['hash']}.{image['ext']}")
+        annotations = {NDJSON_KEYS[task]: rows[0] if task == "classify" else rows}
+        lines.append(
+            json.dumps(
+                {
+                    "type": "image",
+                    "file": f"{image['hash']}.{image['ext']}",
+                    "url": url,
+                    "split": image["split"],
+                    "annotations": annotations,
+                }
+            )
+        )
+    path = tmp_path / "x.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    summary = run(ids[1], path, "x.ndjson")
+    assert summary["errors"] == 0, summary
+
+    def content(dataset_id):
+        return sorted(
+            (i["hash"], i["split"], json.dumps(i["labels"]))
+            for i in db.all_images(dataset_id)
+        )
+
+    assert content(ids[1]) == content(ids[0]) and len(content(ids[0])) == 4
+    copy = db.dataset(ids[1])
+    assert copy["class_names"] == source["class_names"]
+    if task == "pose":
+        assert copy["metadata"]["kptShape"] == [2, 3]

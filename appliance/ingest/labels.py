@@ -193,7 +193,8 @@ class _Rows:
                 f"line {line_no}: {len(values) + 1} values; a pose row has class, box"
                 " and keypoints",
             )
-        dims = shape[1] if shape else 2
+        guess = infer_kpt_shape(Counter({len(values) - 4: 1}))
+        dims = shape[1] if shape else (guess[1] if guess else 2)
         box = self._box(values[:4], line_no)
         points = values[4:]
         coords = [v for i, v in enumerate(points) if i % dims < 2]

@@ -9,6 +9,7 @@ Any other URL is never fetched: the appliance is offline."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 import posixpath
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -18,7 +19,7 @@ from ..errors import Invalid
 from ..labels import TASKS
 from ..signing import Signer
 from .images import MAX_IMAGE_BYTES
-from .labels import LabelError, ParsedLabels, parse_yolo
+from .labels import LabelError, ParsedLabels, infer_kpt_shape, parse_yolo
 from .plan import Context, Entry, MemberError, Plan
 from .sources import Source, read_member, read_text
 
@@ -56,6 +57,7 @@ def plan_ndjson(
     folder = posixpath.dirname(ndjson_name)
     members = set(names)
     used = {ndjson_name}
+    lengths: Counter = Counter()
     for number, line in enumerate(lines[1:], start=2):
         where = f"{ndjson_name}:{number}"
         try:
@@ -68,6 +70,12 @@ def plan_ndjson(
         if entry.path in members:
             used.add(entry.path)
         plan.entries.append(entry)
+        for row in _first_rows(record.get("annotations")):
+            if isinstance(row, list):
+                lengths[len(row)] += 1
+    if lengths:
+        common = lengths.most_common(1)[0][0]
+        plan.kpt_guess = infer_kpt_shape(Counter({common - 5: 1}))
     for name in names:
         if name not in used:
             plan.verdicts.append(
