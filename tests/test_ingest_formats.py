@@ -513,3 +513,29 @@ def test_ndjson_rows_of_every_task_come_back_identical(tmp_path, task):
     assert copy["class_names"] == source["class_names"]
     if task == "pose":
         assert copy["metadata"]["kptShape"] == [2, 3]
+
+
+def test_e26_a_ranged_upload_resumes_where_it_stopped(api):
+    data = _zip(base_files())
+    total, half = len(data), len(data) // 2
+    body = dataset_upload_body("a.zip", total, "application/zip")
+    session = api("POST", "/api/upload/signed-url", json=body)
+    url = session["uploadUrl"]
+
+    def put(chunk: bytes, start: int):
+        end = start + len(chunk) - 1
+        headers = {"Content-Range": f"bytes {start}-{end}/{total}"}
+        return api.client.put(url, content=chunk, headers=headers)
+
+    assert put(data[:half], 0).json()["received"] == half
+    # The connection drops; the client asks how much arrived, then resumes.
+    status = api.client.put(url, headers={"Content-Range": f"bytes */{total}"})
+    assert status.json()["received"] == half
+    assert put(data[half:], 0).status_code == 409  # not from the start again
+    assert put(data[half:], half).json()["received"] == total
+    api("POST", "/api/upload/complete", json={"sessionId": session["sessionId"]})
+    api.create("resumed")
+    body = {"sessionId": session["sessionId"]}
+    job_id = api("POST", "/api/datasets/alice/resumed/ingest", 201, json=body)["jobId"]
+    assert api.job(job_id)["status"] == "completed"
+    assert api.dataset("resumed")["imageCount"] == 4
