@@ -444,7 +444,7 @@ def test_identical_content_is_stored_once(store, tmp_path):
     assert summary["added"] == 4 and len(blobs) == 3
 
 
-def test_voc_xml_is_detected_not_imported(store, tmp_path):
+def test_s2_voc_xml_is_detected_not_imported(store, tmp_path):
     files = {k: v for k, v in base_files().items() if not k.endswith((".txt", ".yaml"))}
     for name in list(files):
         xml = name.replace("images", "annotations").replace(".jpg", ".xml")

@@ -15,6 +15,8 @@ from .layout import MAX_CLASSES
 TOLERANCE = 0.01
 #: Values above this are taken for pixel coordinates rather than an overshoot.
 PIXEL_HINT = 1.5
+#: Changes smaller than this (rounding in the last printed digit) are not reported.
+NOISE = 1e-5
 _DIGITS = 6
 
 
@@ -88,7 +90,7 @@ def _unit(values: list[float], line_no: int) -> tuple[list[float], bool]:
     if values and (min(values) < -TOLERANCE or max(values) > 1 + TOLERANCE):
         raise LabelError("out_of_bounds", f"line {line_no}: coordinates outside [0, 1]")
     clipped = [min(max(v, 0.0), 1.0) for v in values]
-    return clipped, clipped != values
+    return clipped, any(abs(a - b) > NOISE for a, b in zip(clipped, values))
 
 
 def _clip_box(values: list[float], line_no: int) -> tuple[list[float], bool]:
@@ -98,7 +100,7 @@ def _clip_box(values: list[float], line_no: int) -> tuple[list[float], bool]:
     if x2 - x1 <= 0 or y2 - y1 <= 0:
         raise LabelError("degenerate_box", f"line {line_no}: box has no area")
     box = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
-    changed = any(abs(a - b) > 1e-9 for a, b in zip(box, values, strict=True))
+    changed = any(abs(a - b) > NOISE for a, b in zip(box, values, strict=True))
     return [round(v, _DIGITS) for v in box], changed
 
 
