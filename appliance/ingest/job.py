@@ -91,7 +91,6 @@ class _Run:
             self.verdict(path, "rejected", exc.reason, exc.detail)
             return
         fixes = list(image.fixes)
-        labels, error = self._labels(entry, path, image.width, image.height, fixes)
         digest = content_hash(image.data)
         if digest in self.known:
             if self.options.conflict_policy == "skip":
@@ -102,6 +101,7 @@ class _Run:
                 self.replaced.add(digest)
                 fixes.append("replaced the identical image already in the dataset")
         self.known.add(digest)
+        labels, error = self._labels(entry, path, image.width, image.height, fixes)
         if not self.options.dry_run:
             self.blobs.put_image(image.data, image.ext)
             thumb = self.blobs.path(*thumbnail_segments(digest))

@@ -53,6 +53,8 @@ def extract_frames(data: bytes, name: str, tmp_dir: Path) -> list[tuple[str, byt
         capture = cv2.VideoCapture(tmp_name)
         try:
             frames = _read_frames(capture, cv2)
+        except cv2.error as exc:
+            raise ImageRejected("corrupt_video", f"cannot decode: {exc}") from None
         finally:
             capture.release()
     finally:
