@@ -517,3 +517,53 @@ def test_a_damaged_zip_directory_is_a_clear_error(store, tmp_path):
         run_ingest(
             db, blobs, ids["detect"], "j", path, IngestOptions(), lambda p, m: None
         )
+
+
+def test_case_19c_boxes_become_polygons_only_by_opt_in(store, tmp_path):
+    files = base_files()
+    _, _, report = ingest(store, tmp_path, files, "segment", boxes_as_polygons=True)
+    label = images(store, "segment")["a.jpg"]["labels"][0]
+    assert label["segments"] == [0.375, 0.375, 0.625, 0.375, 0.625, 0.625, 0.375, 0.625]
+    assert "4-point polygons" in report["ds/images/train/a.jpg"]["detail"]
+
+
+def test_case_02_several_yamls_the_choice_is_said(store, tmp_path):
+    files = base_files()
+    files["ds/extra/hyp.yaml"] = b"lr0: 0.01\n"
+    summary, _, _ = ingest(store, tmp_path, files)
+    assert any(
+        "chose ds/data.yaml over ds/extra/hyp.yaml" in w for w in summary["warnings"]
+    )
+
+
+def test_coco_keypoints_make_a_pose_dataset(store, tmp_path):
+    import json
+
+    coco = {
+        "images": [{"id": 1, "file_name": "p.jpg"}],
+        "categories": [{"id": 1, "name": "person", "keypoints": ["l", "r"]}],
+        "annotations": [
+            {
+                "id": 5,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [16, 16, 32, 32],
+                "keypoints": [16, 32, 2, 48, 32, 1],
+            },
+        ],
+    }
+    files = {
+        "annotations/person_keypoints_val.json": json.dumps(coco).encode(),
+        "images/p.jpg": jpeg_bytes(),
+    }
+    summary, dataset, _ = ingest(store, tmp_path, files, "pose")
+    assert dataset["metadata"]["kptShape"] == [2, 3] and summary["errors"] == 0
+    (row,) = images(store, "pose").values()
+    assert row["split"] == "val"
+    assert row["labels"] == [
+        {
+            "classId": 0,
+            "bbox": [0.5, 0.5, 0.5, 0.5],
+            "keypoints": [0.25, 0.5, 2, 0.75, 0.5, 1],
+        }
+    ]

@@ -44,6 +44,8 @@ class IngestOptions:
     dry_run: bool = False
     #: Class ids past the YAML's names become `classN` placeholders, not errors.
     extend_classes: bool = False
+    #: Segment datasets: box rows become 4-point polygons instead of errors.
+    boxes_as_polygons: bool = False
     #: The uploaded file's name: a `.ndjson` is read as NDJSON, not as an archive.
     filename: str = "upload.zip"
 
@@ -254,7 +256,7 @@ def _prepare(db, blobs, dataset, plan: Plan, task: str, options: IngestOptions) 
     return _Run(
         blobs=blobs,
         options=options,
-        ctx=Context(task, class_count, kpt_shape),
+        ctx=Context(task, class_count, kpt_shape, options.boxes_as_polygons),
         mapping=mapping,
         known=db.image_hashes(dataset["id"]),
         mismatch=mismatch,

@@ -128,8 +128,12 @@ def infer_kpt_shape(lengths: Counter) -> list[int] | None:
 class _Rows:
     """Per-row parsing for one task; counts what was clipped."""
 
-    def __init__(self, task: str, class_count: int | None, kpt_shape) -> None:
+    def __init__(
+        self, task: str, class_count: int | None, kpt_shape, boxes_as_polygons=False
+    ) -> None:
         self.task = task
+        self.boxes_as_polygons = boxes_as_polygons
+        self.converted = 0
         self.class_count = class_count
         self.kpt_shape = kpt_shape
         self.clipped = 0
@@ -166,7 +170,12 @@ class _Rows:
         )
 
     def _segment(self, cls: int, values: list[float], line_no: int) -> dict:
-        if len(values) == 4:
+        if len(values) == 4 and self.boxes_as_polygons:
+            cx, cy, w, h = self._box(values, line_no)
+            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+            values = [x1, y1, x2, y1, x2, y2, x1, y2]
+            self.converted += 1
+        elif len(values) == 4:
             raise LabelError(
                 "box_in_segment_dataset",
                 f"line {line_no}: a box row (5 values) in a segment dataset; draw a polygon",
@@ -229,12 +238,13 @@ def parse_yolo(
     task: str,
     class_count: int | None,
     kpt_shape: list[int] | None = None,
+    boxes_as_polygons: bool = False,
 ) -> ParsedLabels:
     """Parse a YOLO label file for a task. Exact duplicate rows are dropped, tiny
     overshoots clipped; polygon rows in a detect dataset become boxes and keep
     their polygon. Raises LabelError for the whole file on the first bad row."""
     out = ParsedLabels()
-    parser = _Rows(task, class_count, kpt_shape)
+    parser = _Rows(task, class_count, kpt_shape, boxes_as_polygons)
     seen: set[tuple[str, ...]] = set()
     kinds: set[str] = set()
     duplicates = 0
@@ -262,6 +272,8 @@ def parse_yolo(
         out.fixes.append(
             f"removed {duplicates} duplicate row{'s' if duplicates > 1 else ''}"
         )
+    if parser.converted:
+        out.fixes.append(f"made {parser.converted} box rows into 4-point polygons")
     if parser.clipped:
         out.fixes.append(
             f"clipped {parser.clipped} row{'s' if parser.clipped > 1 else ''} to the image"

@@ -215,6 +215,14 @@ def discover(names: list[str], read_text) -> Layout:
     _yaml_extras(layout, doc)
     if yaml_name:
         layout.notes.append(f"dataset root: {root or '(archive root)'} ({yaml_name})")
+        others = [
+            n for n in names if n.lower().endswith(YAML_SUFFIXES) and n != yaml_name
+        ]
+        if others:
+            layout.notes.append(
+                f"chose {yaml_name} over {', '.join(others[:5])}: data.yaml first,"
+                " then the one closest to the root"
+            )
         if not class_names:
             layout.notes.append(
                 f"{yaml_name} declares no classes: every label row is out of range"

@@ -9,8 +9,8 @@ Any other URL is never fetched: the appliance is offline."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 import posixpath
+from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 

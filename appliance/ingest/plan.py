@@ -16,6 +16,8 @@ class Context:
     task: str
     class_count: int | None
     kpt_shape: list[int] | None
+    #: Segment datasets: box rows become 4-point polygons (an explicit opt-in).
+    boxes_as_polygons: bool = False
 
 
 #: Labels for one image, given the context and the displayed image's size.

@@ -85,7 +85,9 @@ def _maker(text: str | None, error: MemberError | None):
     def make(ctx: Context, width: int, height: int) -> ParsedLabels:
         if error is not None:
             raise LabelError(error.reason, error.detail)
-        return parse_yolo(text or "", ctx.task, ctx.class_count, ctx.kpt_shape)
+        return parse_yolo(
+            text or "", ctx.task, ctx.class_count, ctx.kpt_shape, ctx.boxes_as_polygons
+        )
 
     return make
 

@@ -36,6 +36,7 @@ def run_ingest_job(queue: JobQueue, job: dict) -> None:
         image_metadata=args.get("imageMetadata") or {},
         dry_run=bool(args.get("dryRun")),
         extend_classes=bool(args.get("extendClasses")),
+        boxes_as_polygons=bool(args.get("boxesAsPolygons")),
         filename=args.get("filename") or "upload.zip",
     )
     try:

@@ -156,6 +156,7 @@ async def _start_ingest(request: Request, dataset: dict, body: dict):
     metadata = check_image_metadata(field(body, "imageMetadata", dict))
     dry_run = field(body, "dryRun", bool, default=False)
     extend = field(body, "extendClasses", bool, default=False)
+    as_polygons = field(body, "boxesAsPolygons", bool, default=False)
     if dataset["status"] == "processing":
         raise Conflict("an ingest is already running for this dataset")
     path = upload_path(request, session_id)
@@ -171,6 +172,7 @@ async def _start_ingest(request: Request, dataset: dict, body: dict):
         "imageMetadata": metadata,
         "dryRun": dry_run,
         "extendClasses": extend,
+        "boxesAsPolygons": as_polygons,
     }
     if dry_run:
         job = svc.queue.submit("ingest", dataset["id"], user["id"], args)
