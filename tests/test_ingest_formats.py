@@ -484,7 +484,9 @@ def test_ndjson_rows_of_every_task_come_back_identical(tmp_path, task):
     lines = [json.dumps(header)]
     for image in db.all_images(ids[0]):
         rows = [to_row(task, label) for label in image["labels"] or []]
-        url = signer.url(f"/files/images/{image['hash'][:2]}/{image['hash']}.{image['ext']}")
+        url = signer.url(
+            f"/files/images/{image['hash'][:2]}/{image['hash']}.{image['ext']}"
+        )
         annotations = {NDJSON_KEYS[task]: rows[0] if task == "classify" else rows}
         lines.append(
             json.dumps(

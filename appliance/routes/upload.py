@@ -119,7 +119,9 @@ def _content_range(value: str, limit: int) -> tuple[int | None, int]:
     """(start, total) from `bytes START-END/TOTAL`, or (None, total) for `bytes */TOTAL`."""
     match = _RANGE.match(value.strip())
     if not match:
-        raise Invalid("Content-Range must be 'bytes START-END/TOTAL' or 'bytes */TOTAL'")
+        raise Invalid(
+            "Content-Range must be 'bytes START-END/TOTAL' or 'bytes */TOTAL'"
+        )
     total = int(match.group(3))
     if total != limit:
         raise Invalid(f"Content-Range total {total} is not the declared {limit} bytes")
