@@ -235,3 +235,15 @@ def test_unknown_files_stay_rejected_after_ultralytics_patches_pillow():
     with pytest.raises(ImageRejected) as err:
         normalise(b"definitely not an image")
     assert err.value.reason == "not_an_image"
+
+
+def test_symlink_in_zip_is_not_followed(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        info = zipfile.ZipInfo("ds/images/train/x.jpg")
+        info.external_attr = 0o120777 << 16
+        archive.writestr(info, "/etc/passwd")
+        archive.writestr("ds/images/train/y.jpg", b"y")
+    with Archive(path) as archive:
+        assert archive.names() == ["ds/images/train/y.jpg"]
+        assert [s.reason for s in archive.skipped] == ["link"]

@@ -541,3 +541,26 @@ def test_e26_a_ranged_upload_resumes_where_it_stopped(api):
     job_id = api("POST", "/api/datasets/alice/resumed/ingest", 201, json=body)["jobId"]
     assert api.job(job_id)["status"] == "completed"
     assert api.dataset("resumed")["imageCount"] == 4
+
+
+def test_ndjson_urls_of_this_appliance_need_a_valid_signature(tmp_path):
+    from appliance.blobs import BlobStore
+    from appliance.ingest.ndjson_in import _local_blob, _Refused
+    from appliance.signing import Signer
+
+    blobs = BlobStore(tmp_path)
+    signer = Signer(b"k" * 32, "http://127.0.0.1:8000", 600)
+    path = "/files/images/ab/" + "ab" * 16 + ".jpg"
+    assert _local_blob(signer.url(path), blobs, signer) == blobs.image_path(
+        "ab" * 16, "jpg"
+    )
+    forged = signer.url(path).replace("signature=", "signature=0")
+    for url, reason in [
+        (forged, "invalid_signature"),
+        ("http://127.0.0.1:9999" + path, "remote_url_offline"),
+        ("https://example.com" + path, "remote_url_offline"),
+        (signer.url("/files/models/x/best.pt"), "remote_url_offline"),
+    ]:
+        with pytest.raises(_Refused) as refused:
+            _local_blob(url, blobs, signer)
+        assert refused.value.reason == reason

@@ -178,12 +178,6 @@ def _url_reader(url, blobs: BlobStore, signer: Signer | None):
     if not isinstance(url, str) or not url:
         raise _Refused("missing_image", "no such file next to the NDJSON and no url")
     local = _local_blob(url, blobs, signer)
-    if local is None:
-        raise _Refused(
-            "remote_url_offline",
-            f"{urlsplit(url).netloc or 'the url'} is not this appliance; this appliance"
-            " is offline and fetches nothing: put the image in the archive next to the NDJSON",
-        )
 
     def read() -> bytes:
         if not local.is_file():
@@ -193,28 +187,38 @@ def _url_reader(url, blobs: BlobStore, signer: Signer | None):
     return read
 
 
-def _local_blob(url: str, blobs: BlobStore, signer: Signer | None) -> Path | None:
-    """The stored image a signed URL of this appliance points at, else None."""
-    if signer is None:
-        return None
+def _local_blob(url: str, blobs: BlobStore, signer: Signer | None) -> Path:
+    """The stored image a signed URL of this appliance points at; any other URL
+    is refused, since nothing is fetched."""
     parts = urlsplit(url)
-    base = urlsplit(signer.base_url)
-    if (parts.scheme, parts.netloc) != (base.scheme, base.netloc):
-        return None
-    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    base = urlsplit(signer.base_url) if signer else None
     path = unquote(parts.path)
-    if not path.startswith("/files/images/") or not signer.verify(
-        "GET", path, query.get("expires"), query.get("signature")
+    if (
+        base is None
+        or (parts.scheme, parts.netloc) != (base.scheme, base.netloc)
+        or not path.startswith("/files/images/")
     ):
-        return None
+        raise _Refused(
+            "remote_url_offline",
+            f"{parts.netloc or 'the url'} is not this appliance, and this appliance"
+            " is offline and fetches nothing: put the image in the archive next to"
+            " the NDJSON",
+        )
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    if not signer.verify("GET", path, query.get("expires"), query.get("signature")):
+        raise _Refused(
+            "invalid_signature",
+            "the URL names this appliance but its signature is wrong or expired;"
+            " export the dataset again for fresh URLs",
+        )
     segments = path.split("/")[3:]
-    if len(segments) != 2:
-        return None
-    digest, _, ext = segments[1].partition(".")
+    digest, _, ext = segments[-1].partition(".")
     try:
+        if len(segments) != 2:
+            raise Invalid("not an image path")
         return blobs.image_path(digest, ext)
     except Invalid:
-        return None
+        raise _Refused("missing_image", "the URL names no stored image") from None
 
 
 def _maker(annotations):
