@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -17,14 +18,22 @@ from typing import IO
 from .errors import Invalid
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+ENCRYPTED = (
+    "encrypted_archive: password-protected archives are not supported;"
+    " upload it without a password"
+)
 _JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+
+
+#: Below this many expanded bytes, compression ratios are not checked.
+MIN_BOMB_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Limits:
     max_members: int = 500_000
-    max_member_bytes: int = 512 * 1024**2
-    max_total_bytes: int = 64 * 1024**3
+    max_member_bytes: int = 1024**3
+    max_total_bytes: int = 50 * 1024**3
     #: A member whose uncompressed size exceeds its compressed size this many times
     #: over is treated as a bomb.
     max_ratio: int = 200
@@ -41,6 +50,19 @@ class Skipped:
     name: str
     reason: str
     detail: str
+
+
+def refuse_encrypted(path: Path) -> None:
+    """Refuse a password-protected zip at once (its central directory says so)."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            encrypted = any(info.flag_bits & 0x1 for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return  # the ingest job reports what is wrong with it
+    if encrypted:
+        raise Invalid(ENCRYPTED)
 
 
 def is_archive_name(filename: str) -> bool:
@@ -93,22 +115,37 @@ class Archive:
     # -- opening -----------------------------------------------------------
 
     def _open(self) -> None:
-        if zipfile.is_zipfile(self.path):
-            self._open_zip()
-        else:
-            try:
+        try:
+            if zipfile.is_zipfile(self.path):
+                self._open_zip()
+            else:
                 self._tar = tarfile.open(self.path, "r:*")
-            except (tarfile.TarError, OSError) as exc:
-                raise Invalid(f"not a readable zip or tar archive ({exc})") from exc
-            self._open_tar()
-        if len(self.members) > self.limits.max_members:
-            raise Invalid(
-                f"archive holds {len(self.members)} files; the limit is {self.limits.max_members}"
-            )
+                self._open_tar()
+        except (
+            zipfile.BadZipFile,
+            tarfile.TarError,
+            EOFError,
+            OSError,
+            zlib.error,
+        ) as exc:
+            self.close()
+            raise Invalid(f"not a readable zip or tar archive ({exc})") from exc
         total = sum(m.size for m in self.members.values())
+        self._check_totals(total, len(self.members), self.path.stat().st_size)
+
+    def _check_totals(self, total: int, count: int, packed: int) -> None:
+        if count > self.limits.max_members:
+            raise Invalid(
+                f"archive holds more than {self.limits.max_members} files, the limit"
+            )
         if total > self.limits.max_total_bytes:
             raise Invalid(
-                f"archive expands to {total} bytes; the limit is {self.limits.max_total_bytes}"
+                f"archive expands to more than {self.limits.max_total_bytes} bytes, the limit"
+            )
+        if total > MIN_BOMB_BYTES and total > max(packed, 1) * self.limits.max_ratio:
+            raise Invalid(
+                f"compression_ratio: the archive expands {total // max(packed, 1)} times"
+                f" over; the limit is {self.limits.max_ratio}"
             )
 
     def _accept(self, raw: str, size: int, compressed: int | None) -> str | None:
@@ -148,9 +185,7 @@ class Archive:
             if info.is_dir():
                 continue
             if info.flag_bits & 0x1:
-                raise Invalid(
-                    "encrypted_archive: password-protected archives are not supported"
-                )
+                raise Invalid(ENCRYPTED)
             mode = (info.external_attr >> 16) & 0o170000
             if mode == 0o120000:
                 self.skipped.append(
@@ -161,7 +196,14 @@ class Archive:
 
     def _open_tar(self) -> None:
         assert self._tar is not None
+        # A compressed tar is read as a stream: stop at the header that would take
+        # the archive past its limits, before decompressing that member's data.
+        packed = max(self.path.stat().st_size, 1)
+        total = count = 0
         for info in self._tar:
+            total += max(info.size, 0)
+            count += 1
+            self._check_totals(total, count, packed)
             if info.isdir():
                 continue
             if info.issym() or info.islnk():

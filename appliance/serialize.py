@@ -61,8 +61,15 @@ def dataset_json(
         }
         if "processingTimeMs" in summary:
             out["processingTimeMs"] = summary["processingTimeMs"]
+    metadata = row.get("metadata") or {}
+    if metadata.get("kptShape"):
+        out["kptShape"] = metadata["kptShape"]
+    if metadata.get("flipIdx"):
+        out["flipIdx"] = metadata["flipIdx"]
+    if metadata.get("format") in ("yolo", "coco", "raw", "ndjson"):
+        out["format"] = metadata["format"]
     if detail:
-        out["metadata"] = row.get("metadata") or {}
+        out["metadata"] = metadata
     if versions is not None:
         out["versions"] = [version_json(v) for v in versions]
     return out
@@ -89,10 +96,26 @@ def version_json(row: dict) -> dict[str, Any]:
     }
 
 
+def thumbnail_segments(digest: str) -> tuple[str, str, str]:
+    """Where ingest stores an image's 256 px JPEG thumbnail in the blob store."""
+    return ("thumbnails", digest[:2], f"{digest}.jpg")
+
+
 def image_json(
-    row: dict, signer: Signer, *, thumbnails: bool, image_urls: bool, labels: bool
+    row: dict,
+    signer: Signer,
+    *,
+    thumbnails: bool,
+    image_urls: bool,
+    labels: bool,
+    blobs: Any = None,
 ) -> dict[str, Any]:
+    """`blobs`, when given, lets thumbnailUrl point at the stored thumbnail."""
     path = f"/files/images/{row['hash'][:2]}/{row['hash']}.{row['ext']}"
+    thumb = path
+    segments = thumbnail_segments(row["hash"])
+    if blobs is not None and blobs.path(*segments).is_file():
+        thumb = "/files/" + "/".join(segments)
     out: dict[str, Any] = {
         "id": row["id"],
         "hash": row["hash"],
@@ -106,7 +129,7 @@ def image_json(
         "error": row["error"],
     }
     if thumbnails:
-        out["thumbnailUrl"] = signer.url(path)
+        out["thumbnailUrl"] = signer.url(thumb)
     if image_urls:
         out["imageUrl"] = signer.url(path)
     if labels:

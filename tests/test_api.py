@@ -133,8 +133,9 @@ def test_upload_and_ingest_records_bad_files(appliance, tmp_path):
     assert job["status"] == "queued"
     dataset = wait_dataset(sdk, "base")
     assert dataset["status"] == "ready"
-    assert dataset["imageCount"] == 4
-    assert dataset["splits"] == {"train": 2, "val": 2, "test": 0, "labeled": 4}
+    # pixels.jpg stays, unlabeled, with its label's reason as its error.
+    assert dataset["imageCount"] == 5 and dataset["errorCount"] == 1
+    assert dataset["splits"] == {"train": 2, "val": 3, "test": 0, "labeled": 4}
     assert dataset["classNames"] == ["a", "b"] and dataset["annotationCount"] == 4
     assert dataset["lastIngestSummary"]["skippedCounts"] == {
         "not_an_image": 1,
@@ -145,13 +146,14 @@ def test_upload_and_ingest_records_bad_files(appliance, tmp_path):
     ]
     verdicts = {f["path"]: (f["verdict"], f["reason"]) for f in report["files"]}
     assert verdicts["ds/images/train/broken.jpg"] == ("rejected", "not_an_image")
-    assert verdicts["ds/images/val/pixels.jpg"] == ("rejected", "pixel_coordinates")
+    assert verdicts["ds/labels/val/pixels.txt"] == ("rejected", "pixel_coordinates")
+    assert verdicts["ds/images/val/pixels.jpg"] == ("accepted", None)
     assert verdicts["ds/images/train/a.jpg"] == ("accepted", None)
     images = sdk.datasets.images(
         "alice", "base", include_labels="true", limit=2, sort="name-asc"
     )
     assert (
-        images["total"] == 4
+        images["total"] == 5
         and images["hasMore"] is True
         and len(images["images"]) == 2
     )
@@ -164,8 +166,8 @@ def test_upload_and_ingest_records_bad_files(appliance, tmp_path):
     sdk.datasets.ingest("alice", "base", body={"sessionId": upload(client, sdk, data)})
     again = wait_dataset(sdk, "base")
     assert (
-        again["imageCount"] == 4
-        and again["lastIngestSummary"]["skippedCounts"]["duplicate"] == 4
+        again["imageCount"] == 5
+        and again["lastIngestSummary"]["skippedCounts"]["duplicate"] == 5
     )
 
 

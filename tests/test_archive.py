@@ -102,11 +102,13 @@ def test_bomb_ratio_is_skipped(tmp_path):
         assert archive.skipped[0].reason == "compression_ratio"
 
 
-def test_yaml_at_root_or_one_folder_down():
+def test_yaml_at_root_or_a_few_folders_down():
     assert find_yaml(["data.yaml", "images/a.jpg"]) == "data.yaml"
     assert find_yaml(["ds/data.yaml", "ds/images/a.jpg"]) == "ds/data.yaml"
     assert find_yaml(["ds/other.yaml", "ds/data.yaml"]) == "ds/data.yaml"
-    assert find_yaml(["a/b/data.yaml"]) is None
+    assert find_yaml(["a/b/data.yaml"]) == "a/b/data.yaml"
+    assert find_yaml(["a/b/c/d/data.yaml"]) is None
+    assert find_yaml(["other.yaml", "ds/data.yaml"]) == "ds/data.yaml"
 
 
 def test_discover_pairs_and_splits():
@@ -233,3 +235,15 @@ def test_unknown_files_stay_rejected_after_ultralytics_patches_pillow():
     with pytest.raises(ImageRejected) as err:
         normalise(b"definitely not an image")
     assert err.value.reason == "not_an_image"
+
+
+def test_symlink_in_zip_is_not_followed(tmp_path):
+    path = tmp_path / "a.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        info = zipfile.ZipInfo("ds/images/train/x.jpg")
+        info.external_attr = 0o120777 << 16
+        archive.writestr(info, "/etc/passwd")
+        archive.writestr("ds/images/train/y.jpg", b"y")
+    with Archive(path) as archive:
+        assert archive.names() == ["ds/images/train/y.jpg"]
+        assert [s.reason for s in archive.skipped] == ["link"]

@@ -173,8 +173,11 @@ def test_non_finite_values_reject_only_their_file(store, tmp_path, row):
     files = base_files()
     files["ds/labels/train/a.txt"] = row
     summary, dataset, _, _ = _ingest(store, write_zip(tmp_path / "a.zip", files))
-    assert summary["added"] == 3 and summary["skippedCounts"] == {"malformed_row": 1}
+    # The image stays, unlabeled, with the label's reason as its error.
+    assert summary["added"] == 4 and summary["skippedCounts"] == {"malformed_row": 1}
     assert dataset["status"] == "ready"
+    (image,) = [i for i in store[0].all_images(dataset["id"]) if i["name"] == "a.jpg"]
+    assert image["labels"] is None and image["error"].startswith("malformed_row")
 
 
 def test_a_damaged_member_rejects_only_itself(store, tmp_path):

@@ -1,29 +1,42 @@
 """Image normalisation, as the Platform does it: sniff the real format, apply EXIF
-orientation, convert to 8-bit RGB, refuse what is too small, shrink what is too
-large. The user's original file is never modified; a fixed copy is stored."""
+orientation, convert to 8-bit RGB, repair truncated JPEGs, refuse what is too
+small, shrink what is too large, and make a thumbnail. The user's original file
+is never modified; a fixed copy is stored."""
 
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from dataclasses import dataclass, field
 
 from pi_heif import register_heif_opener
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # Phones save HEIC; decode it here rather than rely on ultralytics, whose patched
 # Image.open would otherwise try to install this plugin on the first unknown file.
 register_heif_opener()
 
+#: The Platform's limits: 50 MB per image file, larger images resized so that the
+#: longest side is 4096 px, 256 px thumbnails. The smallest side we keep is ours.
+MAX_IMAGE_BYTES = 50 * 1024**2
+MAX_SIDE = 4096
 MIN_SIDE = 8
-MAX_SIDE = 8192
 MAX_PIXELS = 100_000_000
-_KEEP_FORMATS = {
-    "JPEG": "jpg",
-    "PNG": "png",
-    "WEBP": "webp",
-    "BMP": "bmp",
-}  # HEIF etc. become JPEG
+THUMBNAIL_SIDE = 256
+JPEG_QUALITY = 95
+_KEEP_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp"}
+_SUFFIX_FORMATS = {
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "png": "PNG",
+    "webp": "WEBP",
+    "bmp": "BMP",
+    "gif": "GIF",
+    "tif": "TIFF",
+    "tiff": "TIFF",
+}
+_TRUNCATED = threading.Lock()
 
 
 class ImageRejected(ValueError):
@@ -39,22 +52,42 @@ class NormalImage:
     ext: str
     width: int
     height: int
+    thumbnail: bytes
     fixes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def _open(data: bytes) -> Image.Image:
+def _decode(data: bytes, allow_truncated: bool) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:
+            raise ImageRejected(
+                "too_large",
+                f"{image.width}x{image.height} is over {MAX_PIXELS} pixels",
+            )
+        if allow_truncated:
+            # Pillow reads this switch from its module; hold a lock while it is on.
+            with _TRUNCATED:
+                ImageFile.LOAD_TRUNCATED_IMAGES = True
+                try:
+                    image.load()
+                finally:
+                    ImageFile.LOAD_TRUNCATED_IMAGES = False
+        else:
+            image.load()
+    return image
+
+
+def _open(data: bytes) -> tuple[Image.Image, list[str]]:
     if not data:
         raise ImageRejected("not_an_image", "empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageRejected(
-                    "too_large",
-                    f"{image.width}x{image.height} is over {MAX_PIXELS} pixels",
-                )
-            image.load()
+        image = _decode(data, False)
+        truncated = image.format == "JPEG" and not data.rstrip(b"\0").endswith(
+            b"\xff\xd9"
+        )
+        return image, ["truncated_jpeg_restored"] if truncated else []
     except ImageRejected:
         raise
     except (
@@ -67,14 +100,25 @@ def _open(data: bytes) -> Image.Image:
             "not_an_image", f"not a readable image ({exc.__class__.__name__})"
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageRejected("corrupt_image", f"cannot decode: {exc}") from None
-    return image
+        if "truncated" not in str(exc).lower():
+            raise ImageRejected("corrupt_image", f"cannot decode: {exc}") from None
+    try:
+        return _decode(data, True), ["truncated_jpeg_restored"]
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageRejected(
+            "corrupt_image", f"truncated and cannot be restored: {exc}"
+        ) from None
 
 
-def normalise(data: bytes) -> NormalImage:
-    image = _open(data)
+def normalise(data: bytes, name: str = "") -> NormalImage:
+    """Decode, check and normalise one image; raises ImageRejected."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageRejected(
+            "file_too_large", f"{len(data)} bytes; the limit is {MAX_IMAGE_BYTES}"
+        )
+    image, fixes = _open(data)
     fmt = image.format or ""
-    fixes: list[str] = []
+    notes = _format_notes(fmt, name)
     if _orientation(image) not in (0, 1):
         image = ImageOps.exif_transpose(image)
         fixes.append("exif_orientation_applied")
@@ -90,34 +134,57 @@ def normalise(data: bytes) -> NormalImage:
         image.thumbnail((MAX_SIDE, MAX_SIDE))
         fixes.append(f"resized from {width}x{height} to {image.width}x{image.height}")
         width, height = image.size
+    thumbnail = make_thumbnail(image)
     if not fixes and fmt in _KEEP_FORMATS:
-        return NormalImage(data, _KEEP_FORMATS[fmt], width, height)
+        return NormalImage(
+            data, _KEEP_FORMATS[fmt], width, height, thumbnail, notes=notes
+        )
     if fmt not in _KEEP_FORMATS and not fixes:
         fixes.append(f"re-encoded {fmt or 'unknown format'} as JPEG")
     buffer = io.BytesIO()
     if fmt == "PNG":
-        image.save(buffer, "PNG", optimize=False)
+        image.save(buffer, "PNG")
         ext = "png"
     else:
-        image.save(buffer, "JPEG", quality=95)
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY)
         ext = "jpg"
-    return NormalImage(buffer.getvalue(), ext, width, height, fixes)
+    return NormalImage(buffer.getvalue(), ext, width, height, thumbnail, fixes, notes)
+
+
+def make_thumbnail(image: Image.Image) -> bytes:
+    """A JPEG whose longest side is THUMBNAIL_SIDE (never enlarged)."""
+    small = image.copy()
+    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    small.convert("RGB").save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _format_notes(fmt: str, name: str) -> list[str]:
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    expected = _SUFFIX_FORMATS.get(suffix)
+    if expected and fmt and expected != fmt:
+        return [f"format={fmt.lower()} (named .{suffix})"]
+    return []
 
 
 def _orientation(image: Image.Image) -> int:
     try:
         return int(image.getexif().get(0x0112, 1))
-    except Exception:  # a broken EXIF block is not a broken image
-        return 1
+    except (ValueError, TypeError, OSError, SyntaxError):
+        return 1  # a broken EXIF block is not a broken image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         image = image.point(lambda v: v / 256).convert("L")
+    elif image.mode == "F":
+        image = image.point(lambda v: min(max(v, 0), 255)).convert("L")
     if image.mode == "P":
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA"):
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
         background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
+        background.paste(rgba, mask=rgba.split()[-1])
         return background
     return image.convert("RGB")

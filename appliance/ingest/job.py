@@ -1,76 +1,164 @@
-"""The ingest job: every file in the archive ends accepted, fixed or rejected.
+"""The ingest job: every file in the upload ends accepted, fixed or rejected.
 
-Nothing is visible until the end: images are stored content-addressed as they
-are read (harmless if the job dies), and the rows that make them part of the
-dataset are written in one transaction."""
+Nothing is visible until the end: images and thumbnails are stored
+content-addressed as they are read (harmless if the job dies), and the rows that
+make them part of the dataset are written in one transaction. A dry run stores
+nothing and returns the verdicts."""
 
 from __future__ import annotations
 
 import logging
-import posixpath
-import tarfile
 import time
-import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..archive import Archive
-from ..blobs import BlobStore
+from ..blobs import BlobStore, content_hash
 from ..errors import Invalid
 from ..ids import now
+from ..serialize import thumbnail_segments
+from ..signing import Signer
 from ..store import Database
+from ..store.database import encode
+from . import classes, splits
+from .choose import choose_plan
 from .images import ImageRejected, normalise
-from .labels import LabelError, parse_detect
-from .layout import IMAGE_SUFFIXES, YAML_SUFFIXES, discover
+from .labels import LabelError
+from .layout import MAX_CLASSES
+from .plan import Context, Entry, MemberError, Plan
+from .sources import open_source
+from .video import extract_frames
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
-MAX_IMAGE_BYTES = 100 * 1024**2
-MAX_LABEL_BYTES = 16 * 1024**2
 
 
 @dataclass
 class IngestOptions:
     conflict_policy: str = "skip"  # skip | keep_both | replace
     target_split: str | None = None
+    class_mapping: dict = field(default_factory=dict)
+    image_metadata: dict = field(default_factory=dict)
+    dry_run: bool = False
+    #: Class ids past the YAML's names become `classN` placeholders, not errors.
+    extend_classes: bool = False
+    #: Segment datasets: box rows become 4-point polygons instead of errors.
+    boxes_as_polygons: bool = False
+    #: The uploaded file's name: a `.ndjson` is read as NDJSON, not as an archive.
+    filename: str = "upload.zip"
 
 
 @dataclass
 class _Run:
+    blobs: BlobStore
+    options: IngestOptions
+    ctx: Context
+    mapping: classes.Mapping
+    known: set[str]
+    mismatch: str | None = None  # why every label is refused (a task mismatch)
     report: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     #: Hashes whose existing images this ingest replaces (conflictPolicy=replace).
     replaced: set[str] = field(default_factory=set)
+    background: int = 0
+    dropped: int = 0
+    class_names: list[str] = field(default_factory=list)
 
-    def verdict(
-        self,
-        path: str,
-        verdict: str,
-        reason: str | None = None,
-        detail: str | None = None,
-    ) -> None:
+    def verdict(self, path, verdict, reason=None, detail=None) -> None:
         self.report.append(
             {"path": path, "verdict": verdict, "reason": reason, "detail": detail}
         )
 
+    def entry(self, entry: Entry) -> None:
+        try:
+            data = entry.read()
+            if entry.video:
+                frames = extract_frames(data, entry.name, self.blobs.tmp)
+        except (MemberError, ImageRejected) as exc:
+            self.verdict(entry.path, "rejected", exc.reason, exc.detail)
+            return
+        if not entry.video:
+            self.image(entry, entry.path, entry.name, data)
+            return
+        self.verdict(entry.path, "accepted", None, f"{len(frames)} frames taken")
+        for name, frame in frames:
+            self.image(entry, f"{entry.path}#{name}", name, frame)
 
-def _merge_classes(
-    existing: list[str], incoming: list[str]
-) -> tuple[list[str], dict[int, int]]:
-    """Map the archive's class indices onto the dataset's, by name, appending new names."""
-    names = list(existing)
-    position = {name: i for i, name in enumerate(names)}
-    mapping: dict[int, int] = {}
-    for index, name in enumerate(incoming):
-        if name not in position:
-            position[name] = len(names)
-            names.append(name)
-        mapping[index] = position[name]
-    return names, mapping
+    def image(self, entry: Entry, path: str, name: str, data: bytes) -> None:
+        try:
+            image = normalise(data, name)
+        except ImageRejected as exc:
+            self.verdict(path, "rejected", exc.reason, exc.detail)
+            return
+        fixes = list(image.fixes)
+        digest = content_hash(image.data)
+        if digest in self.known:
+            if self.options.conflict_policy == "skip":
+                detail = f"identical image already in the dataset ({digest})"
+                self.verdict(path, "rejected", "duplicate", detail)
+                return
+            if self.options.conflict_policy == "replace":
+                self.replaced.add(digest)
+                fixes.append("replaced the identical image already in the dataset")
+        self.known.add(digest)
+        labels, error = self._labels(entry, path, image.width, image.height, fixes)
+        if not self.options.dry_run:
+            self.blobs.put_image(image.data, image.ext)
+            thumb = self.blobs.path(*thumbnail_segments(digest))
+            if not thumb.exists():
+                self.blobs.put_bytes(thumb, image.thumbnail)
+        if labels == [] and self.ctx.task != "classify":
+            self.background += 1
+        self.rows.append(
+            {
+                "hash": digest,
+                "ext": image.ext,
+                "name": name,
+                "width": image.width,
+                "height": image.height,
+                "bytes": len(image.data),
+                "split": self.options.target_split or entry.split,
+                "labels": labels,
+                "label_count": len(labels or []),
+                "error": encode(error),  # a JSON column, so the string is quoted
+                "metadata": self._metadata(entry, path, name),
+            }
+        )
+        notes = fixes + image.notes
+        if error:
+            notes.append("stored unlabeled: its label was rejected")
+        self.verdict(
+            path, "fixed" if fixes else "accepted", None, "; ".join(notes) or None
+        )
+
+    def _labels(
+        self, entry, path, width, height, fixes
+    ) -> tuple[list | None, str | None]:
+        if entry.labels is None:
+            return None, None
+        where = entry.label_path or f"{path}#labels"
+        try:
+            if self.mismatch:
+                raise LabelError("task_mismatch", self.mismatch)
+            parsed = entry.labels(self.ctx, width, height)
+        except LabelError as exc:
+            self.verdict(where, "rejected", exc.reason, exc.detail)
+            return None, f"{exc.reason}: {exc.detail}"
+        labels, dropped = classes.apply(parsed.labels, self.mapping)
+        fixes += parsed.fixes
+        if dropped:
+            self.dropped += dropped
+            fixes.append(f"dropped {dropped} annotations of classes mapped to null")
+        if self.ctx.task == "classify" and not labels:
+            return None, None
+        return labels, None
+
+    def _metadata(self, entry: Entry, path: str, name: str) -> dict:
+        extra = self.options.image_metadata
+        given = extra.get(path) or extra.get(entry.path) or extra.get(name)
+        return {**(entry.metadata or {}), **(given or {})}
 
 
 def run_ingest(
@@ -81,62 +169,44 @@ def run_ingest(
     archive_path: Path,
     options: IngestOptions,
     progress: Progress,
+    signer: Signer | None = None,
 ) -> dict:
-    """Ingest one archive into a dataset; returns the summary stored on the dataset."""
+    """Ingest one upload into a dataset; returns the summary (with every verdict
+    under `files` for a dry run)."""
     started = time.monotonic()
     dataset = db.dataset(dataset_id)
     if dataset is None:
         raise Invalid("dataset no longer exists")
-    if dataset["task"] != "detect":
-        raise Invalid(
-            f"ingest of {dataset['task']} datasets is not supported yet; use a detect dataset"
-        )
-    run = _Run()
-    with Archive(archive_path) as archive:
-        for skipped in archive.skipped:
-            run.verdict(skipped.name, "rejected", skipped.reason, skipped.detail)
-        names = archive.names()
-        layout = discover(names, lambda n: archive.read(n).decode("utf-8", "replace"))
-        class_names, mapping = _merge_classes(
-            dataset["class_names"] or [], layout.names
-        )
-        class_count = len(layout.names) if layout.yaml_name else None
-        _report_other_files(run, names, layout)
-        known = db.image_hashes(dataset_id)
-        total = max(len(layout.items), 1)
-        for done, item in enumerate(layout.items, start=1):
-            _ingest_item(
-                run, archive, blobs, item, class_count, mapping, known, options
-            )
+    before = db.dataset_stats(dataset_id)
+    with open_source(archive_path, options.filename) as source:
+        skipped = [(s.name, "rejected", s.reason, s.detail) for s in source.skipped]
+        plan = choose_plan(source, source.names(), dataset, blobs, signer)
+        task, notes = _task(dataset, plan, empty=not before.get("images"))
+        run = _prepare(db, blobs, dataset, plan, task, options)
+        for path, verdict, reason, detail in skipped + plan.verdicts:
+            run.verdict(path, verdict, reason, detail)
+        total = max(len(plan.entries), 1)
+        for done, entry in enumerate(plan.entries, start=1):
+            run.entry(entry)
             if done % 25 == 0 or done == total:
-                progress(90.0 * done / total, f"read {done}/{total} images")
-    if class_count is None:
-        # No YAML: classes are the ids used, named by placeholder.
+                progress(90.0 * done / total, f"read {done}/{total} files")
+    notes = plan.notes + notes
+    if plan.class_names is None:
         used = max(
-            (lab["classId"] for r in run.rows for lab in (r["labels"] or [])),
-            default=-1,
+            (lab["classId"] for r in run.rows for lab in r["labels"] or []), default=-1
         )
-        class_names = class_names + [
-            f"class{i}" for i in range(len(class_names), used + 1)
-        ]
-    summary = _summary(run, time.monotonic() - started)
-    fields = {
-        "class_names": class_names,
-        "ingest_summary": summary,
-        "ingest_job_id": job_id,
-        "status": "ready",
-        "processing_error": None,
-    }
-    if not run.rows and not db.dataset_stats(dataset_id).get("images"):
-        reasons = (
-            ", ".join(f"{k}: {v}" for k, v in summary["skippedCounts"].items())
-            or "no images found"
-        )
-        fields["status"] = "failed"
-        fields["processing_error"] = {
-            "message": f"no usable image in the archive ({reasons})",
-            "timestamp": now(),
-        }
+        run.class_names += [f"class{i}" for i in range(len(run.class_names), used + 1)]
+    moved = 0
+    if task != "classify" and not options.target_split and not before.get("val"):
+        if not any(r["split"] == "val" for r in run.rows):
+            moved = splits.auto_split(run.rows)
+            if moved:
+                notes.append(f"val was empty: moved {moved} train images to val")
+    summary = _summary(run, plan, task, notes, moved, time.monotonic() - started)
+    if options.dry_run:
+        summary["files"] = run.report
+        return summary
+    fields = _dataset_fields(dataset, run, plan, summary, job_id, task, before)
     progress(95.0, "saving")
     db.replace_images(
         dataset_id, run.rows, run.report, job_id, remove=run.replaced, **fields
@@ -145,118 +215,103 @@ def run_ingest(
     return summary
 
 
-def _report_other_files(run: _Run, names: list[str], layout) -> None:
-    images = {item.image for item in layout.items}
-    labels = {item.label for item in layout.items if item.label}
-    for name in names:
-        if name in images or name in labels or name == layout.yaml_name:
-            continue
-        suffix = posixpath.splitext(name)[1].lower()
-        if name in layout.orphan_labels:
-            run.verdict(name, "rejected", "orphan_label", "no image with this stem")
-        elif suffix in IMAGE_SUFFIXES:
-            run.verdict(
-                name,
-                "rejected",
-                "outside_dataset_root",
-                f"not under {layout.root or 'the root'}",
-            )
-        elif suffix == ".txt" or name.lower().endswith(YAML_SUFFIXES):
-            run.verdict(name, "ignored", "not_used", "not a label of any image")
-        else:
-            run.verdict(
-                name,
-                "rejected",
-                "unsupported_file",
-                f"{suffix or 'no suffix'} is not an image or label",
-            )
-
-
-def _read(archive: Archive, name: str, limit: int) -> bytes:
-    """A member's bytes; a damaged or oversized member is that file's problem only."""
-    size = archive.members[name].size
-    if size > limit:
-        raise _MemberError("file_too_large", f"{size} bytes; the limit is {limit}")
-    try:
-        return archive.read(name)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise _MemberError(
-            "unreadable_member", f"damaged in the archive: {exc}"
-        ) from None
-    except Invalid as exc:
-        raise _MemberError("file_too_large", exc.message) from None
-
-
-class _MemberError(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def _ingest_item(
-    run, archive, blobs, item, class_count, mapping, known, options
-) -> None:
-    try:
-        image = normalise(_read(archive, item.image, MAX_IMAGE_BYTES))
-        label_text = None
-        if item.label is not None:
-            label_text = _read(archive, item.label, MAX_LABEL_BYTES).decode(
-                "utf-8", "replace"
-            )
-    except (_MemberError, ImageRejected) as exc:
-        run.verdict(item.image, "rejected", exc.reason, exc.detail)
-        return
-    labels = None
-    fixes = list(image.fixes)
-    if label_text is not None:
-        try:
-            parsed = parse_detect(label_text, class_count)
-        except LabelError as exc:
-            detail = f"{item.label}: {exc.detail}"
-            run.verdict(item.image, "rejected", exc.reason, detail)
-            return
-        labels = [
-            {**lab, "classId": mapping.get(lab["classId"], lab["classId"])}
-            for lab in parsed.labels
+def _task(dataset: dict, plan: Plan, empty: bool) -> tuple[str, list[str]]:
+    """The task to ingest as: the dataset's, or, for an empty dataset, the one the
+    source unmistakably is."""
+    task = dataset["task"]
+    hint = plan.task or ("obb" if plan.obb_rows and task == "detect" else None)
+    if not hint or hint == task or (task == "detect" and hint == "segment"):
+        return task, []
+    if empty:
+        return hint, [
+            f"the dataset's task changed from {task} to {hint}: the upload is a {hint} dataset"
         ]
-        fixes += parsed.fixes
-    digest, _ = blobs.put_image(image.data, image.ext)
-    if digest in known:
-        if options.conflict_policy == "skip":
-            detail = f"identical image already in the dataset ({digest})"
-            run.verdict(item.image, "rejected", "duplicate", detail)
-            return
-        if options.conflict_policy == "replace":
-            run.replaced.add(digest)
-            fixes.append("replaced the identical image already in the dataset")
-    known.add(digest)
-    run.rows.append(
-        {
-            "hash": digest,
-            "ext": image.ext,
-            "name": posixpath.basename(item.image),
-            "width": image.width,
-            "height": image.height,
-            "bytes": len(image.data),
-            "split": options.target_split or item.split,
-            "labels": labels,
-            "label_count": len(labels or []),
-        }
-    )
-    if fixes:
-        run.verdict(item.image, "fixed", None, "; ".join(fixes))
+    return task, []
+
+
+def _prepare(db, blobs, dataset, plan: Plan, task: str, options: IngestOptions) -> _Run:
+    existing = dataset["class_names"] or []
+    if plan.class_names is None:
+        # YOLO ids without names index the dataset's classes; placeholders for
+        # the ids past them are added once the accepted labels are known.
+        incoming, class_count = list(existing), None
     else:
-        run.verdict(item.image, "accepted")
+        incoming = list(plan.class_names)
+        if options.extend_classes:
+            top = min(plan.max_class_id + 1, MAX_CLASSES)
+            incoming += [f"class{i}" for i in range(len(incoming), top)]
+        class_count = len(incoming)
+    names, mapping = classes.map_classes(existing, incoming, options.class_mapping)
+    metadata = dataset.get("metadata") or {}
+    kpt_shape = None
+    if task == "pose":
+        kpt_shape = metadata.get("kptShape") or plan.kpt_shape or plan.kpt_guess
+    mismatch = None
+    if (
+        plan.task
+        and plan.task != task
+        and not (task == "detect" and plan.task == "segment")
+    ):
+        mismatch = f"the upload is a {plan.task} dataset; this dataset's task is {task}"
+    return _Run(
+        blobs=blobs,
+        options=options,
+        ctx=Context(task, class_count, kpt_shape, options.boxes_as_polygons),
+        mapping=mapping,
+        known=db.image_hashes(dataset["id"]),
+        mismatch=mismatch,
+        class_names=names,
+    )
 
 
-def _summary(run: _Run, seconds: float) -> dict:
+def _summary(run: _Run, plan: Plan, task, notes, moved, seconds) -> dict:
     rejected = Counter(r["reason"] for r in run.report if r["verdict"] == "rejected")
+    labeled = sum(1 for r in run.rows if r["labels"])
     return {
         "added": len(run.rows),
         "paired": sum(1 for r in run.rows if r["labels"] is not None),
         "errors": sum(rejected.values()),
         "fixed": sum(1 for r in run.report if r["verdict"] == "fixed"),
         "skippedCounts": dict(rejected),
+        "labeled": labeled,
+        "background": run.background,
+        "unlabeled": sum(1 for r in run.rows if r["labels"] is None),
+        "droppedAnnotations": run.dropped,
+        "movedToVal": moved,
+        "format": plan.format,
+        "task": task,
+        "kptShape": run.ctx.kpt_shape,
+        "classNames": run.class_names,
+        "splits": dict(Counter(r["split"] for r in run.rows)),
+        "warnings": notes,
         "processingTimeMs": round(seconds * 1000),
     }
+
+
+def _dataset_fields(dataset, run, plan, summary, job_id, task, before) -> dict:
+    metadata = dict(dataset.get("metadata") or {})
+    if task == "pose" and run.ctx.kpt_shape:
+        metadata["kptShape"] = run.ctx.kpt_shape
+        if plan.flip_idx and "flipIdx" not in metadata:
+            metadata["flipIdx"] = plan.flip_idx
+    metadata["format"] = plan.format
+    fields = {
+        "task": task,
+        "class_names": run.class_names,
+        "metadata": metadata,
+        "ingest_summary": summary,
+        "ingest_job_id": job_id,
+        "status": "ready",
+        "processing_error": None,
+    }
+    if not run.rows and not before.get("images"):
+        reasons = (
+            ", ".join(f"{k}: {v}" for k, v in summary["skippedCounts"].items())
+            or "no images found"
+        )
+        fields["status"] = "failed"
+        fields["processing_error"] = {
+            "message": f"no usable image in the upload ({reasons})",
+            "timestamp": now(),
+        }
+    return fields

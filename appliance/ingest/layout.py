@@ -11,7 +11,24 @@ import yaml
 
 from ..errors import Invalid
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".bmp",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".heic",
+        ".heif",
+        ".avif",
+        ".jp2",
+        ".mpo",
+    }
+)
+VIDEO_SUFFIXES = frozenset({".mp4", ".webm", ".mov", ".mkv", ".m4v", ".avi"})
 YAML_SUFFIXES = (".yaml", ".yml")
 _SPLIT_ALIASES = {
     "train": "train",
@@ -20,7 +37,8 @@ _SPLIT_ALIASES = {
     "validation": "val",
     "test": "test",
 }
-MAX_ROOT_DEPTH = 1
+#: How far below the archive root the dataset YAML may sit (outer/inner/data.yaml).
+MAX_ROOT_DEPTH = 3
 #: The contract's ceiling on classes per dataset, and a sane length for one name.
 MAX_CLASSES = 25_000
 MAX_NAME_LENGTH = 256
@@ -43,6 +61,10 @@ class Layout:
     items: list[Item] = field(default_factory=list)
     orphan_labels: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: What the YAML says beyond classes: `task`, `kpt_shape`, `flip_idx`.
+    task: str | None = None
+    kpt_shape: list[int] | None = None
+    flip_idx: list[int] | None = None
 
 
 def _depth(name: str) -> int:
@@ -50,9 +72,9 @@ def _depth(name: str) -> int:
 
 
 def find_yaml(names: list[str]) -> str | None:
-    """The dataset YAML closest to the archive root, at most one folder down.
+    """The dataset YAML closest to the archive root, at most MAX_ROOT_DEPTH down.
 
-    `data.yaml` wins over any other YAML at the same depth."""
+    `data.yaml` wins over any other YAML (the Platform's rule), then the shallowest."""
     candidates = [
         n
         for n in names
@@ -63,8 +85,8 @@ def find_yaml(names: list[str]) -> str | None:
     return min(
         candidates,
         key=lambda n: (
-            _depth(n),
             posixpath.basename(n).lower() not in ("data.yaml", "data.yml"),
+            _depth(n),
             n,
         ),
     )
@@ -160,13 +182,19 @@ def _yaml_splits(doc: dict) -> dict[str, str]:
 
 def label_for(image: str) -> str:
     """The conventional label path: the last /images/ becomes /labels/, suffix .txt."""
+    return label_candidates(image)[0]
+
+
+def label_candidates(image: str) -> list[str]:
+    """Label paths to try, in order: the last /images/ folder made /labels/, then
+    each earlier one (images/train/images/x.jpg -> labels/train/images/x.txt)."""
     stem, _ = posixpath.splitext(image)
     parts = stem.split("/")
+    out = []
     for i in range(len(parts) - 2, -1, -1):
         if parts[i] == "images":
-            parts[i] = "labels"
-            break
-    return "/".join(parts) + ".txt"
+            out.append("/".join([*parts[:i], "labels", *parts[i + 1 :]]) + ".txt")
+    return out or [stem + ".txt"]
 
 
 def discover(names: list[str], read_text) -> Layout:
@@ -184,6 +212,23 @@ def discover(names: list[str], read_text) -> Layout:
             raise Invalid(f"{yaml_name} is not valid YAML: {exc}") from exc
         class_names = parse_names(doc)
     layout = Layout(root=root, yaml_name=yaml_name, names=class_names)
+    _yaml_extras(layout, doc)
+    if yaml_name:
+        layout.notes.append(f"dataset root: {root or '(archive root)'} ({yaml_name})")
+        others = [
+            n for n in names if n.lower().endswith(YAML_SUFFIXES) and n != yaml_name
+        ]
+        if others:
+            layout.notes.append(
+                f"chose {yaml_name} over {', '.join(others[:5])}: data.yaml first,"
+                " then the one closest to the root"
+            )
+        if not class_names:
+            layout.notes.append(
+                f"{yaml_name} declares no classes: every label row is out of range"
+            )
+    else:
+        layout.notes += _near_misses(names)
     splits = _yaml_splits(doc)
     prefix = root + "/" if root else ""
     members = set(names)
@@ -191,27 +236,90 @@ def discover(names: list[str], read_text) -> Layout:
     for name in names:
         if not name.startswith(prefix):
             continue
-        relative = name[len(prefix) :]
         if posixpath.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
             continue
-        label = label_for(name)
-        if label not in members:
-            sibling = posixpath.splitext(name)[0] + ".txt"
-            label = sibling if sibling in members else None
+        tried = [*label_candidates(name), posixpath.splitext(name)[0] + ".txt"]
+        label = next((c for c in tried if c in members), None)
         if label:
             used_labels.add(label)
-        layout.items.append(
-            Item(image=name, label=label, split=_split_of(relative, splits))
-        )
-    layout.orphan_labels = sorted(
+        split = _split_of(name[len(prefix) :], splits)
+        layout.items.append(Item(image=name, label=label, split=split))
+    unused = [
         n
         for n in names
-        if n.endswith(".txt")
-        and n.startswith(prefix)
-        and n not in used_labels
-        and "/labels/" in "/" + n
-    )
+        if n.endswith(".txt") and n.startswith(prefix) and n not in used_labels
+    ]
+    layout.orphan_labels = sorted(n for n in unused if "/labels/" in "/" + n)
+    layout.notes += _stray_label_notes(layout.items, unused)
     return layout
+
+
+def yaml_task(text: str) -> str | None:
+    """The `task:` a dataset YAML declares, if it parses and declares one."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    task = doc.get("task") if isinstance(doc, dict) else None
+    return task if isinstance(task, str) else None
+
+
+def _yaml_extras(layout: Layout, doc: dict) -> None:
+    task = doc.get("task")
+    if isinstance(task, str) and task in (
+        "detect",
+        "segment",
+        "pose",
+        "obb",
+        "classify",
+    ):
+        layout.task = task
+    shape = doc.get("kpt_shape")
+    if shape is not None:
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+            or shape[0] < 1
+            or shape[1] not in (2, 3)
+        ):
+            raise Invalid(
+                f"data.yaml kpt_shape must be [keypoints, 2 or 3], got {str(shape)[:40]}"
+            )
+        layout.kpt_shape = list(shape)
+    flip = doc.get("flip_idx")
+    if isinstance(flip, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in flip
+    ):
+        layout.flip_idx = list(flip)
+
+
+def _near_misses(names: list[str]) -> list[str]:
+    """Notes for files that look like a misspelt dataset YAML (data.yalm, data.yml.txt)."""
+    notes = []
+    for name in names:
+        base = posixpath.basename(name).lower()
+        if base.startswith("data.") and not base.endswith(YAML_SUFFIXES):
+            notes.append(
+                f"found {name}: did you mean data.yaml? The layout was detected"
+                " without it and classes are named by placeholder"
+            )
+    return notes
+
+
+def _stray_label_notes(items: list[Item], unused: list[str]) -> list[str]:
+    """Warn, with the path, when an unlabeled image has a same-stem .txt elsewhere."""
+    by_stem: dict[str, list[str]] = {}
+    for name in unused:
+        stem = posixpath.splitext(posixpath.basename(name))[0]
+        by_stem.setdefault(stem, []).append(name)
+    notes = []
+    for item in items:
+        if item.label is None:
+            stem = posixpath.splitext(posixpath.basename(item.image))[0]
+            for other in by_stem.get(stem, [])[:3]:
+                notes.append(f"{item.image} has no label, but {other} has its name")
+    return notes
 
 
 def _common_root(names: list[str]) -> str:

@@ -8,8 +8,11 @@ import sqlite3
 from starlette.requests import Request
 from starlette.routing import Route
 
+from ..archive import refuse_encrypted
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..ids import is_id
+from ..ingest.classes import check_class_mapping
+from ..ingest.metadata import check_image_metadata
 from ..serialize import dataset_json, image_json
 from ..store._datasets import IMAGE_SORTS
 from ..vision import TASKS
@@ -144,27 +147,39 @@ async def _start_ingest(request: Request, dataset: dict, body: dict):
     ):
         raise Invalid("this upload session is not a dataset upload")
     session = finish_upload(request, session_id, user)
-    if session["filename"].lower().endswith(".ndjson"):
-        raise Invalid(
-            "NDJSON ingest is not supported by this appliance yet; upload a zip or tar"
-        )
     policy = field(body, "conflictPolicy", str, default="skip")
     if policy not in CONFLICT_POLICIES:
         raise Invalid(f"conflictPolicy must be one of: {', '.join(CONFLICT_POLICIES)}")
     split = field(body, "targetSplit", str)
     if split is not None and split not in SPLITS:
         raise Invalid("targetSplit must be train, val or test")
+    mapping = check_class_mapping(field(body, "classMapping", dict))
+    metadata = check_image_metadata(field(body, "imageMetadata", dict))
+    dry_run = field(body, "dryRun", bool, default=False)
+    extend = field(body, "extendClasses", bool, default=False)
+    as_polygons = field(body, "boxesAsPolygons", bool, default=False)
     if dataset["status"] == "processing":
         raise Conflict("an ingest is already running for this dataset")
-    if not upload_path(request, session_id).exists():
+    path = upload_path(request, session_id)
+    if not path.exists():
         raise Invalid("nothing has been uploaded for this session")
+    refuse_encrypted(path)
+    args = {
+        "sessionId": session_id,
+        "filename": session["filename"],
+        "conflictPolicy": policy,
+        "targetSplit": split,
+        "classMapping": mapping,
+        "imageMetadata": metadata,
+        "dryRun": dry_run,
+        "extendClasses": extend,
+        "boxesAsPolygons": as_polygons,
+    }
+    if dry_run:
+        job = svc.queue.submit("ingest", dataset["id"], user["id"], args)
+        return reply({"jobId": job["id"], "status": "queued"}, 201)
     svc.db.update_dataset(dataset["id"], status="processing", processing_error=None)
-    job = svc.queue.submit(
-        "ingest",
-        dataset["id"],
-        user["id"],
-        {"sessionId": session_id, "conflictPolicy": policy, "targetSplit": split},
-    )
+    job = svc.queue.submit("ingest", dataset["id"], user["id"], args)
     svc.db.update_dataset(dataset["id"], ingest_job_id=job["id"])
     return reply({"jobId": job["id"], "status": "queued"}, 201)
 
@@ -211,7 +226,9 @@ async def images(request: Request):
     }
     stats = services(request).db.dataset_stats(dataset["id"])
     out = {
-        "images": [image_json(r, signer, **flags) for r in rows],
+        "images": [
+            image_json(r, signer, blobs=services(request).blobs, **flags) for r in rows
+        ],
         "total": total,
         "hasMore": offset + len(rows) < total,
         "classes": dataset["class_names"] or [],

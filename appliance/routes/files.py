@@ -9,7 +9,9 @@ from starlette.routing import Route
 from ..errors import NotFound, Unauthorized
 from ..web import services
 
-_KINDS = frozenset({"images", "models", "exports", "icons", "gdpr", "ndjson"})
+_KINDS = frozenset(
+    {"images", "thumbnails", "models", "exports", "icons", "gdpr", "ndjson"}
+)
 
 
 async def download(request: Request):

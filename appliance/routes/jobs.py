@@ -51,7 +51,14 @@ async def retrieve(request: Request):
         raise NotFound("Job not found")
     out = job_json(job)
     if job["kind"] == "ingest":
-        out["files"] = db.ingest_report(job["subject_id"], job["id"])
+        # A dry run stores nothing: its verdicts travel in the job's result.
+        result = dict(job["result"] or {})
+        dry = result.pop("files", None)
+        if dry is not None:
+            out["result"] = result
+        out["files"] = (
+            dry if dry is not None else db.ingest_report(job["subject_id"], job["id"])
+        )
     return reply({"job": out})
 
 

@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from .. import trainargs, vision
 from ..errors import Conflict, Invalid
+from ..ingest.splits import not_ready_reason
 from ..web import field, json_body, reply, require_user, services
 from .datasets import find_dataset
 from .models import editable_model
@@ -66,9 +67,9 @@ async def start(request: Request):
     dataset = _dataset_for(request, field(train_args, "data", str, required=True))
     if dataset["status"] == "processing":
         raise Conflict(f"dataset {dataset['slug']} is still processing an ingest")
-    stats = svc.db.dataset_stats(dataset["id"])
-    if not stats.get("labeled"):
-        raise Invalid(f"dataset {dataset['slug']} has no labeled image")
+    problem = not_ready_reason(dataset, svc.db.dataset_stats(dataset["id"]))
+    if problem:
+        raise Invalid(f"dataset {dataset['slug']} is not ready to train: {problem}")
     active = svc.db.latest_job(model["id"], "train")
     if active and active["status"] in ("queued", "starting", "running"):
         raise Conflict("this model is already training")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -13,6 +15,7 @@ from ..errors import Conflict, Invalid, NotFound, TooLarge, Unauthorized
 from ..ids import parse_time
 from ..web import field, json_body, reply, require_user, services
 
+_RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 ASSET_TYPES = frozenset({"datasets", "models", "images", "videos"})
 
 
@@ -72,7 +75,12 @@ async def signed_url(request: Request):
 
 
 async def put_upload(request: Request):
-    """The signed upload target: no Authorization header, the signature is the proof."""
+    """The signed upload target: no Authorization header, the signature is the proof.
+
+    A plain PUT sends the whole file; after a dropped connection the client sends
+    it again (nothing half-written is kept). A PUT with `Content-Range: bytes
+    START-END/TOTAL` appends to what arrived before, so a dropped transfer resumes
+    where it stopped; `Content-Range: bytes */TOTAL` asks how much arrived."""
     svc = services(request)
     session_id = request.path_params["session_id"]
     if not svc.signer.verify(
@@ -88,6 +96,8 @@ async def put_upload(request: Request):
     if session["status"] not in ("pending", "uploaded"):
         raise Conflict("this upload session is already complete")
     limit = session["total_bytes"] or svc.settings.max_upload_bytes
+    if request.headers.get("content-range"):
+        return await _put_range(request, session, limit)
     target = upload_path(request, session_id)
     size = 0
     digest = hashlib.md5()
@@ -95,11 +105,55 @@ async def put_upload(request: Request):
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise TooLarge(f"upload is larger than the declared {limit} bytes")
+                raise TooLarge(
+                    f"upload is larger than the declared {limit} bytes; declare the"
+                    " real size, or split the images over several archives"
+                )
             digest.update(chunk)
             handle.write(chunk)
     svc.db.update_upload(session_id, status="uploaded", size=size)
     return reply({"success": True, "size": size, "md5": digest.hexdigest()})
+
+
+def _content_range(value: str, limit: int) -> tuple[int | None, int]:
+    """(start, total) from `bytes START-END/TOTAL`, or (None, total) for `bytes */TOTAL`."""
+    match = _RANGE.match(value.strip())
+    if not match:
+        raise Invalid(
+            "Content-Range must be 'bytes START-END/TOTAL' or 'bytes */TOTAL'"
+        )
+    total = int(match.group(3))
+    if total != limit:
+        raise Invalid(f"Content-Range total {total} is not the declared {limit} bytes")
+    if match.group(1) is None:
+        return None, total
+    start, end = int(match.group(1)), int(match.group(2))
+    if end < start or end >= total:
+        raise Invalid("Content-Range END must be at least START and below TOTAL")
+    return start, total
+
+
+async def _put_range(request: Request, session: dict, limit: int):
+    svc = services(request)
+    start, total = _content_range(request.headers["content-range"], limit)
+    partial = svc.blobs.path("uploads", session["id"], "partial")
+    have = partial.stat().st_size if partial.exists() else 0
+    if start is None:
+        return reply({"success": True, "received": have, "size": total})
+    if start != have:
+        raise Conflict(f"resume from byte {have}: that much has arrived")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    # Kept as it arrives, so a dropped connection loses nothing already received.
+    with open(partial, "ab") as handle:
+        async for chunk in request.stream():
+            have += len(chunk)
+            if have > total:
+                raise TooLarge(f"upload is larger than the declared {total} bytes")
+            handle.write(chunk)
+    if have == total:
+        os.replace(partial, upload_path(request, session["id"]))
+        svc.db.update_upload(session["id"], status="uploaded", size=total)
+    return reply({"success": True, "received": have, "size": total})
 
 
 def finish_upload(request: Request, session_id: str, user: dict) -> dict:

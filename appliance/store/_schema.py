@@ -262,8 +262,13 @@ _VERSIONS = [
     )""",
 ]
 
+_INGEST_FORMATS = [
+    "ALTER TABLE images ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
     ("dataset versions", _VERSIONS),
+    ("ingest formats: image metadata", _INGEST_FORMATS),
 ]
