@@ -15,6 +15,7 @@ import sqlite_utils
 
 from ._accounts import AccountsMixin
 from ._datasets import DatasetsMixin
+from ._embeddings import EmbeddingsMixin
 from ._jobs import JobsMixin
 from ._models import ModelsMixin
 from ._schema import JSON_COLUMNS, MIGRATIONS
@@ -22,7 +23,9 @@ from ._schema import JSON_COLUMNS, MIGRATIONS
 logger = logging.getLogger(__name__)
 
 
-class Database(AccountsMixin, DatasetsMixin, ModelsMixin, JobsMixin):
+class Database(
+    AccountsMixin, DatasetsMixin, ModelsMixin, JobsMixin, EmbeddingsMixin
+):
     """Metadata for one appliance. Safe to share between threads: each thread gets
     its own connection, and writes are serialised by one lock."""
 
