@@ -227,6 +227,17 @@ async def annotate(request: Request):
     return reply({"jobId": job["id"], "status": "queued"}, 202)
 
 
+async def annotate_cancel(request: Request):
+    """DELETE .../annotate (extension): cancel the dataset's running annotate job;
+    labels already written stay."""
+    dataset = dataset_of(request, edit=True)
+    svc = services(request)
+    job = _active(svc.db, dataset["id"], "annotate")
+    if job is not None:
+        svc.queue.cancel(job["id"])
+    return reply({"cancelled": job["id"] if job else None})
+
+
 # -- embeddings ----------------------------------------------------------------
 
 
@@ -381,10 +392,12 @@ routes = [
     Route(f"{ID}/images/clustering", clustering, methods=["GET"]),
     Route(f"{ID}/predict", dataset_predict, methods=["POST"]),
     Route(f"{ID}/annotate", annotate, methods=["POST"]),
+    Route(f"{ID}/annotate", annotate_cancel, methods=["DELETE"]),
     Route(f"{SLUG}/embeddings", embeddings_status, methods=["GET"]),
     Route(f"{SLUG}/embeddings", embeddings_start, methods=["POST"]),
     Route(f"{SLUG}/embeddings", embeddings_cancel, methods=["DELETE"]),
     Route(f"{SLUG}/images/clustering", clustering, methods=["GET"]),
     Route(f"{SLUG}/annotate", annotate, methods=["POST"]),
+    Route(f"{SLUG}/annotate", annotate_cancel, methods=["DELETE"]),
     Route("/api/images/{image_id}/predict", image_predict, methods=["POST"]),
 ]
