@@ -152,7 +152,9 @@ def kmeans(points: np.ndarray, k: int, iterations: int = 50) -> np.ndarray:
             break
         choice = rng.choice(n, p=nearest / total)
         centres.append(points[choice])
-        nearest = np.minimum(nearest, _squared_distances(points, points[choice][None])[:, 0])
+        nearest = np.minimum(
+            nearest, _squared_distances(points, points[choice][None])[:, 0]
+        )
     centre = np.array(centres)
     labels = np.zeros(n, dtype=np.int32)
     for _ in range(iterations):
@@ -229,11 +231,15 @@ def _landmarks(clusters: np.ndarray, limit: int) -> np.ndarray:
     for c in np.unique(clusters):
         members = np.flatnonzero(clusters == c)
         take = max(1, round(len(members) * limit / n))
-        chosen.append(np.sort(rng.choice(members, size=min(take, len(members)), replace=False)))
+        chosen.append(
+            np.sort(rng.choice(members, size=min(take, len(members)), replace=False))
+        )
     return np.sort(np.concatenate(chosen))[:limit]
 
 
-def _place(points: np.ndarray, anchors: np.ndarray, anchor_xy: np.ndarray) -> np.ndarray:
+def _place(
+    points: np.ndarray, anchors: np.ndarray, anchor_xy: np.ndarray
+) -> np.ndarray:
     """Positions for points from their five nearest anchors, in chunks."""
     out = np.empty((len(points), 2))
     neighbours = min(5, len(anchors))
@@ -243,7 +249,9 @@ def _place(points: np.ndarray, anchors: np.ndarray, anchor_xy: np.ndarray) -> np
         nearest = np.argsort(d, axis=1, kind="stable")[:, :neighbours]
         weights = 1.0 / (np.sqrt(np.take_along_axis(d, nearest, 1)) + 1e-6)
         weights /= weights.sum(axis=1, keepdims=True)
-        out[start : start + len(chunk)] = (anchor_xy[nearest] * weights[..., None]).sum(1)
+        out[start : start + len(chunk)] = (anchor_xy[nearest] * weights[..., None]).sum(
+            1
+        )
     return out
 
 

@@ -373,7 +373,12 @@ def _analysed(app, dataset_id):
         vectors = np.ones((len(ids), 4), np.float32)
         embeddings.save(handle, ids, vectors, layout, np.zeros(len(ids), bool))
     svc.db.save_analysis(
-        dataset_id, job_id="setup", feature="test", dims=4, count=len(ids), file="setup.npz"
+        dataset_id,
+        job_id="setup",
+        feature="test",
+        dims=4,
+        count=len(ids),
+        file="setup.npz",
     )
 
 

@@ -55,7 +55,9 @@ def test_descriptor_is_deterministic_unit_length_and_refuses_junk():
 
 def test_layout_separates_two_kinds_and_repeats_exactly():
     kinds = _kinds(60)
-    vectors = np.stack([embeddings.describe(_picture(k, i)) for i, k in enumerate(kinds)])
+    vectors = np.stack(
+        [embeddings.describe(_picture(k, i)) for i, k in enumerate(kinds)]
+    )
     first = embeddings.analyse(vectors)
     again = embeddings.analyse(vectors)
     assert np.array_equal(first.coords, again.coords)
@@ -84,7 +86,10 @@ def test_layout_of_thousands_uses_landmarks_in_seconds():
     group = np.arange(3000) % 5
     centroids = np.array([result.coords[group == g].mean(0) for g in range(5)])
     within = np.mean(
-        [np.linalg.norm(result.coords[group == g] - centroids[g], axis=1).mean() for g in range(5)]
+        [
+            np.linalg.norm(result.coords[group == g] - centroids[g], axis=1).mean()
+            for g in range(5)
+        ]
     )
     between = np.linalg.norm(centroids[:, None] - centroids[None], axis=2)
     assert within < between[np.triu_indices(5, 1)].min()
@@ -114,7 +119,9 @@ class World:
                 "ext": "png" if i % 2 else "jpg",
                 "data": _picture(k, i),
                 "split": "val" if i % 4 == 0 else "train",
-                "labels": [{"classId": 0, "bbox": [0.5, 0.5, 0.2, 0.2]}] if i < 3 else None,
+                "labels": [{"classId": 0, "bbox": [0.5, 0.5, 0.2, 0.2]}]
+                if i < 3
+                else None,
             }
             for i, k in enumerate(self.kinds)
         ]
@@ -212,11 +219,15 @@ def test_analysis_end_to_end_both_route_families(home):
         after = client.get(
             "/api/datasets/alice/scenes/images/clustering", headers=world.headers
         ).json()
-        assert after["total"] == 23 and gone["id"] not in {e["id"] for e in after["images"]}
+        assert after["total"] == 23 and gone["id"] not in {
+            e["id"] for e in after["images"]
+        }
 
         cleared = client.delete(f"{slug_url}?clear=true", headers=world.headers)
         assert cleared.json() == {"cancelled": None}
-        assert client.get(slug_url, headers=world.headers).json()["embeddingsCount"] == 0
+        assert (
+            client.get(slug_url, headers=world.headers).json()["embeddingsCount"] == 0
+        )
 
 
 def test_unreadable_images_are_counted_and_marked_missing(home):
@@ -259,9 +270,15 @@ def test_start_refusals_and_cancel_while_queued(home):
 
         alice = world.db.user_by_name("alice")
         world.db.create_dataset(
-            owner_id=alice["id"], slug="empty", name="E", task="detect", visibility="private"
+            owner_id=alice["id"],
+            slug="empty",
+            name="E",
+            task="detect",
+            visibility="private",
         )
-        empty = client.post("/api/datasets/alice/empty/embeddings", headers=world.headers)
+        empty = client.post(
+            "/api/datasets/alice/empty/embeddings", headers=world.headers
+        )
         assert empty.status_code == 409
         bad = client.post(url, json={"feature": "magic"}, headers=world.headers)
         assert bad.status_code == 400

@@ -53,7 +53,9 @@ def plan(dataset: dict, model_task: str, model_names: list[str]) -> Mapping:
     names = list(dataset["class_names"] or [])
     kpt_shape = (dataset.get("metadata") or {}).get("kptShape")
     if not names:
-        return Mapping(task, dict(enumerate(range(len(model_names)))), model_names, True, kpt_shape)
+        return Mapping(
+            task, dict(enumerate(range(len(model_names)))), model_names, True, kpt_shape
+        )
     index = {name.strip().lower(): i for i, name in enumerate(names)}
     classes = {
         i: index[name.strip().lower()]
@@ -92,7 +94,10 @@ def convert(mapping: Mapping, predicted: list[dict[str, Any]]) -> list[dict[str,
             continue  # a box squeezed to nothing at the image's edge
         out.append(
             label_shapes.check(
-                mapping.task, label, len(mapping.class_names), kpt_shape=mapping.kpt_shape
+                mapping.task,
+                label,
+                len(mapping.class_names),
+                kpt_shape=mapping.kpt_shape,
             )
         )
     if mapping.task == "classify":
@@ -148,9 +153,13 @@ def run_annotate(queue: JobQueue, predictor: Predictor, job: dict) -> None:
     total = len(images)
     for done, image in enumerate(images, start=1):
         if queue.cancel_requested(job["id"]):
-            queue.finish(job["id"], "cancelled", result=_result(counts, report, total, mapping))
+            queue.finish(
+                job["id"], "cancelled", result=_result(counts, report, total, mapping)
+            )
             return
-        outcome = _annotate_one(queue, predictor, dataset, mapping, weights, image, args)
+        outcome = _annotate_one(
+            queue, predictor, dataset, mapping, weights, image, args
+        )
         counts[outcome["outcome"]] += 1
         counts["labels"] += outcome.get("labelCount", 0)
         if len(report) < MAX_REPORTED:
@@ -181,7 +190,11 @@ def _annotate_one(queue, predictor, dataset, mapping, weights, image, args) -> d
         return {**entry, "outcome": "failed", "error": exc.message}
     except (OSError, RuntimeError, ValueError) as exc:
         logger.warning("annotating image %s failed: %s", image["id"], exc)
-        return {**entry, "outcome": "failed", "error": f"{exc.__class__.__name__}: {exc}"}
+        return {
+            **entry,
+            "outcome": "failed",
+            "error": f"{exc.__class__.__name__}: {exc}",
+        }
     if not labels:
         return {**entry, "outcome": "empty", "labelCount": 0}
     save(queue.db, dataset, mapping, image["id"], labels)

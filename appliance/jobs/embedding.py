@@ -169,4 +169,6 @@ def _embed(queue, predictor, weights: Path, args: dict, batch: list, progress) -
         logger.warning("embedding a batch failed: %s", exc)
         progress.state["failedInference"] += len(readable)
         return [None] * len(images)
-    return [None if im is None else np.asarray(next(vectors), np.float32) for im in images]
+    return [
+        None if im is None else np.asarray(next(vectors), np.float32) for im in images
+    ]

@@ -33,7 +33,9 @@ from ..web import (
 from .datasets import ID, SLUG, dataset_of
 from .models import find_model, weights_path
 
-_URI = re.compile(r"^ul://([a-z0-9][a-z0-9-]*)/([a-z0-9][a-z0-9-]*)/([a-z0-9][a-z0-9-]*)$")
+_URI = re.compile(
+    r"^ul://([a-z0-9][a-z0-9-]*)/([a-z0-9][a-z0-9-]*)/([a-z0-9][a-z0-9-]*)$"
+)
 #: The Platform's own models, usable here when the operator put their weights in
 #: the data home's weights/ folder (nothing is downloaded).
 OFFICIAL_OWNER = "ultralytics"
@@ -47,7 +49,12 @@ class _Chosen:
     """A model to run: its weights, the URI it is reported as, and its imgsz."""
 
     def __init__(self, weights: Path, uri: str, imgsz: int, model_id: str | None):
-        self.weights, self.uri, self.imgsz, self.model_id = weights, uri, imgsz, model_id
+        self.weights, self.uri, self.imgsz, self.model_id = (
+            weights,
+            uri,
+            imgsz,
+            model_id,
+        )
 
 
 def _imgsz(model: dict) -> int:
@@ -73,7 +80,9 @@ def choose_model(request: Request, dataset: dict, ref: str | None) -> _Chosen:
             if model and can_see(request, model["owner_id"], model["visibility"]):
                 if weights_path(request, model):
                     return _from_row(request, model)
-        raise Invalid("modelId is required: no model with weights was trained on this dataset")
+        raise Invalid(
+            "modelId is required: no model with weights was trained on this dataset"
+        )
     match = _URI.match(ref)
     if match:
         owner, project, slug = match.groups()
@@ -102,7 +111,12 @@ def _thresholds(body: dict, iou_default: float) -> tuple[float, float]:
 
 
 async def _predict(
-    request: Request, dataset: dict, image: dict, chosen: _Chosen, body: dict, iou: float
+    request: Request,
+    dataset: dict,
+    image: dict,
+    chosen: _Chosen,
+    body: dict,
+    iou: float,
 ):
     """Run the model on a stored image; `iou` is the default IoU (the contract's
     0.7, the seed's 0.45)."""
@@ -133,7 +147,9 @@ async def image_predict(request: Request):
     db = services(request).db
     image = db.image(image_id.lower())
     dataset = db.dataset(image["dataset_id"]) if image else None
-    if dataset is None or not can_see(request, dataset["owner_id"], dataset["visibility"]):
+    if dataset is None or not can_see(
+        request, dataset["owner_id"], dataset["visibility"]
+    ):
         raise NotFound("Image not found")
     if not can_edit(request, dataset["owner_id"]):
         raise Forbidden("Update permission required")
@@ -205,7 +221,9 @@ async def annotate(request: Request):
         raise Invalid("imageIds must be a list of 24-hex image ids")
     only_unlabeled = field(body, "onlyUnlabeled", bool, default=image_ids is None)
     if dataset["status"] == "processing":
-        raise Conflict("the dataset is processing an ingest; annotate it when it is ready")
+        raise Conflict(
+            "the dataset is processing an ingest; annotate it when it is ready"
+        )
     if _active(svc.db, dataset["id"], "annotate"):
         raise Conflict("an annotate job is already running for this dataset")
     task, names = await run_in_threadpool(svc.predictor.task_and_names, chosen.weights)
@@ -287,7 +305,9 @@ async def embeddings_start(request: Request):
         except Invalid:
             chosen = None
     if dataset["status"] == "processing":
-        raise Conflict("the dataset is processing an ingest; analyze it when it is ready")
+        raise Conflict(
+            "the dataset is processing an ingest; analyze it when it is ready"
+        )
     if not svc.db.dataset_stats(dataset["id"]).get("images"):
         raise Conflict("the dataset has no images to analyze")
     if _active(svc.db, dataset["id"], "embeddings"):

@@ -21,7 +21,9 @@ class EmbeddingsMixin:
 
     def delete_analysis(self, dataset_id: str) -> None:
         with self.atomic() as db:
-            db.execute("DELETE FROM dataset_analyses WHERE dataset_id = ?", [dataset_id])
+            db.execute(
+                "DELETE FROM dataset_analyses WHERE dataset_id = ?", [dataset_id]
+            )
 
     def latest_image_at(self, dataset_id: str) -> str | None:
         return self.scalar(
@@ -57,7 +59,9 @@ class EmbeddingsMixin:
         where, params = ["dataset_id = ?"], [dataset_id]
         if only_unlabeled:
             where.append("(labels IS NULL OR label_count = 0)")
-        sql = f"SELECT id, hash, ext FROM images WHERE {' AND '.join(where)} ORDER BY id"
+        sql = (
+            f"SELECT id, hash, ext FROM images WHERE {' AND '.join(where)} ORDER BY id"
+        )
         rows = self.query(sql, params)
         if image_ids is not None:
             wanted = set(image_ids)
@@ -66,7 +70,6 @@ class EmbeddingsMixin:
 
     def trained_models_of_dataset(self, dataset_id: str) -> list[dict[str, Any]]:
         return self.query(
-            "SELECT id FROM models WHERE dataset_id = ?"
-            " ORDER BY completed_at DESC, id",
+            "SELECT id FROM models WHERE dataset_id = ? ORDER BY completed_at DESC, id",
             [dataset_id],
         )
