@@ -13,6 +13,8 @@ from contract import problems
 from PIL import Image, ImageDraw
 from starlette.testclient import TestClient
 
+from appliance.errors import Invalid, Unprocessable
+from appliance.jobs import annotating
 from appliance.jobs.annotating import open_image
 
 PREDICT = "/api/images/{imageId}/predict"
@@ -305,3 +307,51 @@ def test_annotate_cancel_while_queued(home, weights):
         )
         assert cancelled.json() == {"cancelled": job_id}
         assert world.db.job(job_id)["status"] == "cancelled"
+
+
+def _dataset(task, names=("a", "b"), kpt_shape=None):
+    return {
+        "id": "x",
+        "task": task,
+        "class_names": list(names),
+        "metadata": {"kptShape": kpt_shape} if kpt_shape else {},
+    }
+
+
+def test_conversion_for_every_task():
+    box = [0.5, 0.5, 0.2, 0.2]
+    pose = annotating.plan(_dataset("pose", kpt_shape=[2, 2]), "pose", ["b", "z"])
+    labels = annotating.convert(
+        pose,
+        [
+            {"classId": 0, "bbox": box, "keypoints": [0.1, 0.2, 2.0, 0.3, 0.4, 0.0]},
+            {"classId": 1, "bbox": box, "keypoints": [0.1, 0.2, 2.0, 0.3, 0.4, 2.0]},
+        ],
+    )
+    assert labels == [{"classId": 1, "bbox": box, "keypoints": [0.1, 0.2, 0.3, 0.4]}]
+    assert pose.dropped == 1
+
+    segment = annotating.plan(_dataset("segment"), "segment", ["a"])
+    polygon = [0.1, 0.1, 0.4, 0.1, 0.4, 0.5]
+    assert annotating.convert(
+        segment, [{"classId": 0, "bbox": box, "segments": polygon}]
+    ) == [{"classId": 0, "bbox": box, "segments": polygon}]
+    as_boxes = annotating.plan(_dataset("detect"), "segment", ["a"])
+    assert annotating.convert(
+        as_boxes, [{"classId": 0, "bbox": box, "segments": polygon}]
+    ) == [{"classId": 0, "bbox": box}]
+
+    obb = annotating.plan(_dataset("obb"), "obb", ["A"])  # names match in any case
+    corners = [0.1, 0.1, 0.3, 0.1, 0.3, 0.3, 0.1, 0.3]
+    assert annotating.convert(obb, [{"classId": 0, "obb": corners}]) == [
+        {"classId": 0, "obb": corners}
+    ]
+    classify = annotating.plan(_dataset("classify"), "classify", ["b", "a"])
+    assert annotating.convert(classify, [{"classId": 1}]) == [{"classId": 0}]
+
+    with pytest.raises(Invalid):
+        annotating.plan(_dataset("obb"), "detect", ["a"])
+    with pytest.raises(Unprocessable):
+        annotating.plan(_dataset("detect"), "detect", ["zebra"])
+    fresh = annotating.plan(_dataset("detect", names=()), "detect", ["p", "q"])
+    assert fresh.adopted and fresh.class_names == ["p", "q"]
