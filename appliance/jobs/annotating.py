@@ -148,7 +148,7 @@ def run_annotate(queue: JobQueue, predictor: Predictor, job: dict) -> None:
         only_unlabeled=args["onlyUnlabeled"],
         image_ids=args.get("imageIds"),
     )
-    counts = {"annotated": 0, "empty": 0, "failed": 0, "labels": 0}
+    counts = {"annotated": 0, "empty": 0, "failed": 0, "skipped": 0, "labels": 0}
     report: list[dict[str, Any]] = []
     total = len(images)
     for done, image in enumerate(images, start=1):
@@ -197,6 +197,10 @@ def _annotate_one(queue, predictor, dataset, mapping, weights, image, args) -> d
         }
     if not labels:
         return {**entry, "outcome": "empty", "labelCount": 0}
+    current = queue.db.image(image["id"])
+    if current is None or (args["onlyUnlabeled"] and current["label_count"]):
+        # Deleted, or labelled by someone while the model ran: leave it be.
+        return {**entry, "outcome": "skipped", "labelCount": 0}
     save(queue.db, dataset, mapping, image["id"], labels)
     return {**entry, "outcome": "annotated", "labelCount": len(labels)}
 
@@ -207,6 +211,6 @@ def _result(counts: dict, report: list, total: int, mapping: Mapping) -> dict:
         **counts,
         "droppedPredictions": mapping.dropped,
         "images": report,
-        "truncated": counts["annotated"] + counts["empty"] + counts["failed"]
+        "truncated": sum(counts[k] for k in ("annotated", "empty", "failed", "skipped"))
         > len(report),
     }

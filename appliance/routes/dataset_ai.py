@@ -7,6 +7,7 @@ names a route that annotates many images at once."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,16 +46,14 @@ MAX_LAYOUT_PAGE = 50_000
 # -- models ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class _Chosen:
     """A model to run: its weights, the URI it is reported as, and its imgsz."""
 
-    def __init__(self, weights: Path, uri: str, imgsz: int, model_id: str | None):
-        self.weights, self.uri, self.imgsz, self.model_id = (
-            weights,
-            uri,
-            imgsz,
-            model_id,
-        )
+    weights: Path
+    uri: str
+    imgsz: int
+    model_id: str | None
 
 
 def _imgsz(model: dict) -> int:
