@@ -16,6 +16,8 @@ from starlette.routing import BaseRoute
 from .blobs import BlobStore
 from .errors import ApplianceError
 from .jobs import JobQueue
+from .jobs.annotating import run_annotate
+from .jobs.embedding import run_embeddings
 from .jobs.exporting import run_export
 from .jobs.ingesting import run_gdpr_export, run_ingest_job
 from .jobs.training import run_training
@@ -24,6 +26,7 @@ from .ratelimit import RateLimitMiddleware
 from .routes import (
     account,
     auth,
+    dataset_ai,
     datasets,
     explore,
     exports,
@@ -62,13 +65,16 @@ def build_services(settings: Settings) -> Services:
     queue.register("train", lambda job: run_training(queue, job))
     queue.register("export", lambda job: run_export(queue, job))
     queue.register("gdpr_export", lambda job: run_gdpr_export(queue, job))
+    predictor = Predictor()
+    queue.register("embeddings", lambda job: run_embeddings(queue, predictor, job))
+    queue.register("annotate", lambda job: run_annotate(queue, predictor, job))
     return Services(
         settings=settings,
         db=db,
         blobs=blobs,
         signer=signer,
         queue=queue,
-        predictor=Predictor(),
+        predictor=predictor,
         keyring=Keyring(db),
     )
 
@@ -149,6 +155,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             upload.routes,
             files.routes,
             versions.routes,
+            dataset_ai.routes,
             datasets.routes,
             projects.routes,
             models.routes,

@@ -61,3 +61,10 @@ class Unavailable(ApplianceError):
 
     status = 503
     code = "SERVICE_UNAVAILABLE"
+
+
+class Unprocessable(ApplianceError):
+    """The request is well formed but cannot be carried out on this data."""
+
+    status = 422
+    code = "UNPROCESSABLE"

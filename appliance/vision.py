@@ -240,6 +240,90 @@ class Predictor:
             },
         }
 
+    def annotate(
+        self,
+        weights: Path,
+        image: Any,
+        *,
+        conf: float,
+        iou: float,
+        imgsz: int,
+        device: str,
+    ) -> dict[str, Any]:
+        """Predictions for one image as label dicts of the contract's shape, with
+        the model's own class ids; also the model's task and class names."""
+        called = time.monotonic()
+        device = default_device() if device in ("", "auto") else device
+        model, lock = self._get(weights)
+        with lock:
+            results = model.predict(
+                image, conf=conf, iou=iou, imgsz=imgsz, device=device, verbose=False
+            )
+        names = model.names
+        return {
+            "task": model.task,
+            "names": [names[i] for i in sorted(names)],
+            "labels": _result_labels(results[0]) if results else [],
+            "seconds": round(time.monotonic() - called, 4),
+        }
+
+    def embed(
+        self, weights: Path, images: list[Any], *, imgsz: int, device: str
+    ) -> list[list[float]]:
+        """The model's pooled features (the layer before its head) per image."""
+        device = default_device() if device in ("", "auto") else device
+        model, lock = self._get(weights)
+        with lock:
+            vectors = model.embed(images, imgsz=imgsz, device=device, verbose=False)
+        return [v.detach().float().cpu().flatten().tolist() for v in vectors]
+
+    def task_and_names(self, weights: Path) -> tuple[str, list[str]]:
+        model, _ = self._get(weights)
+        names = model.names
+        return model.task, [names[i] for i in sorted(names)]
+
+
+def _unit_list(values: Any) -> list[float]:
+    return [round(min(max(float(v), 0.0), 1.0), 6) for v in values]
+
+
+def _result_labels(result: Any) -> list[dict[str, Any]]:
+    """One ultralytics result as contract labels (coordinates normalised 0..1)."""
+    if result.probs is not None:
+        return [{"classId": int(result.probs.top1)}]
+    out: list[dict[str, Any]] = []
+    if result.obb is not None:
+        for cls, corners in zip(
+            result.obb.cls.tolist(), result.obb.xyxyxyxyn.tolist(), strict=True
+        ):
+            flat = [v for point in corners for v in point]
+            out.append({"classId": int(cls), "obb": _unit_list(flat)})
+        return out
+    if result.boxes is None:
+        return out
+    boxes = result.boxes
+    for i, (cls, box) in enumerate(
+        zip(boxes.cls.tolist(), boxes.xywhn.tolist(), strict=True)
+    ):
+        label: dict[str, Any] = {"classId": int(cls), "bbox": _unit_list(box)}
+        if result.masks is not None and len(result.masks.xyn[i]) >= 3:
+            label["segments"] = _unit_list(result.masks.xyn[i].reshape(-1))
+        if result.keypoints is not None:
+            points = result.keypoints.xyn[i].tolist()
+            visible = (
+                result.keypoints.conf[i].tolist()
+                if result.keypoints.conf is not None
+                else None
+            )
+            flat: list[float] = []
+            for n, (x, y) in enumerate(points):
+                flat += _unit_list((x, y))
+                if visible is not None:
+                    flat.append(2.0 if visible[n] >= 0.5 else 0.0)
+            label["keypoints"] = flat
+        out.append(label)
+    return out
+
 
 def _round(values: Any, decimals: int) -> list[float]:
     return [round(float(v), decimals) for v in values]

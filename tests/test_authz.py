@@ -277,6 +277,44 @@ TABLE = [
         None,
         "admin",
     ),
+    ("GET", f"{ID}/embeddings", "/api/datasets/{dataset}/embeddings", None, "read"),
+    ("POST", f"{ID}/embeddings", "/api/datasets/{dataset}/embeddings", {}, "write"),
+    ("DELETE", f"{ID}/embeddings", "/api/datasets/{dataset}/embeddings", None, "write"),
+    (
+        "GET",
+        f"{ID}/images/clustering",
+        "/api/datasets/{dataset}/images/clustering",
+        None,
+        "read",
+    ),
+    (
+        "POST",
+        f"{ID}/predict",
+        "/api/datasets/{dataset}/predict",
+        {"imageHash": "a" * 32, "modelId": "{model}"},
+        "write",
+    ),
+    ("POST", f"{ID}/annotate", "/api/datasets/{dataset}/annotate", {}, "write"),
+    ("DELETE", f"{ID}/annotate", "/api/datasets/{dataset}/annotate", None, "write"),
+    ("GET", f"{SLUG}/embeddings", "/api/datasets/lab/ds/embeddings", None, "read"),
+    ("POST", f"{SLUG}/embeddings", "/api/datasets/lab/ds/embeddings", {}, "write"),
+    ("DELETE", f"{SLUG}/embeddings", "/api/datasets/lab/ds/embeddings", None, "write"),
+    (
+        "GET",
+        f"{SLUG}/images/clustering",
+        "/api/datasets/lab/ds/images/clustering",
+        None,
+        "read",
+    ),
+    ("POST", f"{SLUG}/annotate", "/api/datasets/lab/ds/annotate", {}, "write"),
+    ("DELETE", f"{SLUG}/annotate", "/api/datasets/lab/ds/annotate", None, "write"),
+    (
+        "POST",
+        "/api/images/{image_id}/predict",
+        "/api/images/{image}/predict",
+        {"modelId": "ul://lab/proj/m"},
+        "write",
+    ),
 ]
 
 
@@ -335,7 +373,9 @@ def _world(home):
         invited_by=users["owner"]["id"],
         expires_at="2999-01-01T00:00:00.000Z",
     )
+    _analysed(app, dataset["id"])
     ids.update(
+        image=db.image_by_hash(dataset["id"], "a" * 32)["id"],
         dataset=dataset["id"],
         project=project["id"],
         model=model["id"],
@@ -347,6 +387,31 @@ def _world(home):
         extra=users["extra"]["id"],
     )
     return app, headers, ids
+
+
+def _analysed(app, dataset_id):
+    """A stored embedding analysis of the dataset, so its layout can be read."""
+    import numpy as np
+
+    from appliance import embeddings
+
+    svc = app.state.services
+    ids = [r["id"] for r in svc.db.image_refs(dataset_id)]
+    layout = embeddings.Analysis(
+        np.zeros((len(ids), 2), np.float32), np.zeros(len(ids), np.int32)
+    )
+    target = svc.blobs.path("embeddings", dataset_id, "setup.npz")
+    with svc.blobs.writer(target) as handle:
+        vectors = np.ones((len(ids), 4), np.float32)
+        embeddings.save(handle, ids, vectors, layout, np.zeros(len(ids), bool))
+    svc.db.save_analysis(
+        dataset_id,
+        job_id="setup",
+        feature="test",
+        dims=4,
+        count=len(ids),
+        file="setup.npz",
+    )
 
 
 def _fill(value, ids):

@@ -119,7 +119,9 @@ def api(home):
 def test_export_then_reingest_gives_the_same_dataset(api, tmp_path, task):
     files = _classify_files() if task == "classify" else _yolo_files(task)
     archive = write_zip(tmp_path / "src.zip", files).read_bytes()
-    api("POST", "/api/datasets", 201, json={"dataset": "src", "name": "S", "task": task})
+    api(
+        "POST", "/api/datasets", 201, json={"dataset": "src", "name": "S", "task": task}
+    )
     source = api.ingest("src", "src.zip", archive)
     assert source["imageCount"] == 4 and source["status"] == "ready", source
     first = api.images("src")[0]
@@ -130,7 +132,9 @@ def test_export_then_reingest_gives_the_same_dataset(api, tmp_path, task):
         assert before["kptShape"] == [2, 3]
 
     exported = api.ndjson("src")
-    api("POST", "/api/datasets", 201, json={"dataset": "dst", "name": "D", "task": task})
+    api(
+        "POST", "/api/datasets", 201, json={"dataset": "dst", "name": "D", "task": task}
+    )
     copy = api.ingest("dst", "src.ndjson", exported)
     assert copy["imageCount"] == 4, copy
     assert _content(api, "dst") == before

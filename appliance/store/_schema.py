@@ -266,9 +266,24 @@ _INGEST_FORMATS = [
     "ALTER TABLE images ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'",
 ]
 
+_DATASET_ANALYSES = [
+    """CREATE TABLE dataset_analyses (
+        dataset_id TEXT PRIMARY KEY REFERENCES datasets(id) ON DELETE CASCADE,
+        job_id TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        model_id TEXT,
+        dims INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        failed INTEGER NOT NULL DEFAULT 0,
+        file TEXT NOT NULL,
+        analyzed_at TEXT NOT NULL
+    )""",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
     ("dataset versions", _VERSIONS),
     ("ingest formats: image metadata", _INGEST_FORMATS),
+    ("dataset embeddings and layout", _DATASET_ANALYSES),
 ]

@@ -15,6 +15,7 @@ import sqlite_utils
 
 from ._accounts import AccountsMixin
 from ._datasets import DatasetsMixin
+from ._embeddings import EmbeddingsMixin
 from ._jobs import JobsMixin
 from ._models import ModelsMixin
 from ._schema import JSON_COLUMNS, MIGRATIONS
@@ -23,7 +24,14 @@ from ._versions import VersionsMixin
 logger = logging.getLogger(__name__)
 
 
-class Database(AccountsMixin, DatasetsMixin, ModelsMixin, JobsMixin, VersionsMixin):
+class Database(
+    AccountsMixin,
+    DatasetsMixin,
+    ModelsMixin,
+    JobsMixin,
+    VersionsMixin,
+    EmbeddingsMixin,
+):
     """Metadata for one appliance. Safe to share between threads: each thread gets
     its own connection, and writes are serialised by one lock."""
 
