@@ -9,7 +9,12 @@ from pathlib import Path
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contract" / "openapi.json"
+_RELATIVE = Path("shared") / "contract" / "openapi.json"
+# ../shared beside the checkout; found from a git worktree one level deeper too.
+CONTRACT = next(
+    (p / _RELATIVE for p in Path(__file__).resolve().parents if (p / _RELATIVE).exists()),
+    Path(__file__).resolve().parents[2] / _RELATIVE,
+)
 
 
 @functools.cache

@@ -1,55 +1,129 @@
-"""Datasets: create, list, retrieve, ingest, images. Both route families: the
-contract's owner/slug paths and the seed's dataset-id paths."""
+"""Datasets: create, list, retrieve, update, trash, clone, ingest, class
+statistics and class edits, split redistribution, trained models. Both route
+families: the contract's owner/slug paths and the seed's dataset-id paths.
+Image operations live in routes/images.py."""
 
 from __future__ import annotations
 
+import json
+import logging
+import random
 import sqlite3
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
 from .. import ndjson
+from ..class_stats import StatsCache
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from ..ids import is_id
-from ..serialize import dataset_json, image_json
-from ..store._datasets import IMAGE_SORTS
+from ..ids import SLUG_RE, is_id, slugify
+from ..serialize import (
+    REGION,
+    dataset_extras,
+    dataset_json,
+    trained_model_json,
+)
 from ..vision import TASKS
 from ..web import (
     can_edit,
     can_see,
+    display_name,
     field,
     json_body,
     owner_for_write,
     q_bool,
-    q_choice,
     q_int,
     reply,
     require_user,
     resource_fields,
+    role_in,
     services,
     visible_owner,
 )
 from .upload import finish_upload, upload_path
 
+logger = logging.getLogger(__name__)
+
 VISIBILITIES = ("public", "private")
 SPLITS = ("train", "val", "test")
 CONFLICT_POLICIES = ("skip", "keep_both", "replace")
+LICENSES = (
+    "None",
+    "CC0-1.0",
+    "PDM-1.0",
+    "CC-BY-2.5",
+    "CC-BY-4.0",
+    "CC-BY-NC-2.0",
+    "CC-BY-SA-4.0",
+    "CC-BY-NC-4.0",
+    "CC-BY-NC-SA-3.0",
+    "CC-BY-NC-SA-4.0",
+    "CC-BY-ND-4.0",
+    "CC-BY-NC-ND-4.0",
+    "Apache-2.0",
+    "MIT",
+    "AGPL-3.0",
+    "GPL-3.0",
+    "Research-Only",
+    "Other",
+)
+FORMATS = ("yolo", "coco", "raw", "ndjson")
+#: The contract's cap on class lists and class-id lists.
+MAX_CLASSES = 25_000
+#: Sample images shown with each dataset in lists and details.
+SAMPLES = 4
+MAX_METADATA_CHARS = 500_000
 
 
 def _dataset_out(request: Request, row: dict, *, detail: bool = False) -> dict:
-    stats = services(request).db.dataset_stats(row["id"])
-    return dataset_json(row, stats, detail=detail)
+    db = services(request).db
+    out = dataset_json(row, db.dataset_stats(row["id"]), detail=detail)
+    samples = db.samples_of([row["id"]], SAMPLES)[row["id"]]
+    out.update(
+        dataset_extras(
+            row, services(request).signer, samples, clone_count=db.clone_count(row["id"])
+        )
+    )
+    return out
+
+
+def _datasets_out(request: Request, rows: list[dict]) -> list[dict]:
+    """Many datasets for a list, with two queries for all of their counts and
+    samples rather than two per dataset."""
+    db = services(request).db
+    ids = [r["id"] for r in rows]
+    stats = db.stats_of(ids)
+    samples = (
+        db.samples_of(ids, SAMPLES)
+        if q_bool(request, "includeSamples", True)
+        else dict.fromkeys(ids)
+    )
+    image_urls = q_bool(request, "includeImageUrls", False)
+    signer = services(request).signer
+    out = []
+    for row in rows:
+        item = dataset_json(row, stats.get(row["id"], {}))
+        item.update(
+            dataset_extras(row, signer, samples[row["id"]], image_urls=image_urls)
+        )
+        out.append(item)
+    return out
 
 
 def find_dataset(request: Request, owner: str, slug: str | None = None) -> dict:
     """A dataset by id (seed routes) or by owner and slug (contract routes),
-    hidden with 404 from anyone who may not see it."""
+    hidden with 404 from anyone who may not see it, and while in the trash."""
     db = services(request).db
     if slug is None:
         row = db.dataset(owner) if is_id(owner) else None
     else:
         row = db.dataset_by_slug(visible_owner(request, owner)["id"], slug)
-    if row is None or not can_see(request, row["owner_id"], row["visibility"]):
+    if (
+        row is None
+        or row.get("deleted_at")
+        or not can_see(request, row["owner_id"], row["visibility"])
+    ):
         raise NotFound("Dataset not found")
     return row
 
@@ -92,7 +166,7 @@ async def create(request: Request):
             owner_id=owner["id"], task=task, class_names=class_names, **fields
         )
     except sqlite3.IntegrityError:
-        raise Conflict(f"Dataset {owner['username']}/{slug} already exists") from None
+        raise _taken(request, owner, slug) from None
     return reply(
         {
             "id": row["id"],
@@ -104,23 +178,42 @@ async def create(request: Request):
     )
 
 
+def _taken(request: Request, owner: dict, slug: str) -> Conflict:
+    name = f"{owner['username']}/{slug}"
+    if services(request).db.trashed_slug_taken(owner["id"], slug):
+        return Conflict(
+            f"Dataset {name} is in the trash: restore it or delete it permanently"
+        )
+    return Conflict(f"Dataset {name} already exists")
+
+
+def _listing(
+    request: Request, owner: dict, limit: int, slug: str | None = None
+) -> dict:
+    private = role_in(request, owner["id"]) is not None
+    rows, total = services(request).db.dataset_page(
+        owner["id"], private=private, limit=limit, slug=slug
+    )
+    return {"datasets": _datasets_out(request, rows), "total": total, "region": REGION}
+
+
 async def list_datasets(request: Request):
     """GET /api/datasets/{owner}: the owner's datasets the caller may see."""
     owner = visible_owner(request, request.path_params["owner"])
-    limit = q_int(request, "limit", 1000, 1, 1000)
-    db = services(request).db
-    rows = [
-        r
-        for r in db.datasets_of(owner["id"], 1_000_000)
-        if can_see(request, r["owner_id"], r["visibility"])
-    ]
-    return reply(
-        {
-            "datasets": [_dataset_out(request, r) for r in rows[:limit]],
-            "total": len(rows),
-            "region": "us",
-        }
-    )
+    return reply(_listing(request, owner, q_int(request, "limit", 1000, 1, 1000)))
+
+
+async def list_seed(request: Request):
+    """GET /api/datasets (seed): the datasets of `owner` (or `username`), by
+    default the caller's own; `slug` narrows the list to one dataset."""
+    params = request.query_params
+    name = params.get("owner") or params.get("username")
+    if name:
+        owner = visible_owner(request, name)
+    else:
+        owner = require_user(request)
+    limit = q_int(request, "limit", 20, 1, 500)
+    return reply(_listing(request, owner, limit, params.get("slug") or None))
 
 
 async def retrieve(request: Request):
@@ -180,47 +273,6 @@ async def ingest_by_id(request: Request):
     return await _start_ingest(request, editable_dataset(request, dataset_id), body)
 
 
-def _search(request: Request) -> str | None:
-    value = request.query_params.get("search") or None
-    if value is not None and len(value) > 200:
-        raise Invalid("search must be at most 200 characters")
-    return value
-
-
-async def images(request: Request):
-    """GET /api/datasets/{owner}/{dataset}/images, or /api/datasets/{id}/images."""
-    dataset = dataset_of(request)
-    limit = q_int(request, "limit", 50, 1, 5000)
-    offset = q_int(request, "offset", 0, 0, 10**9)
-    rows, total = services(request).db.list_images(
-        dataset["id"],
-        split=q_choice(request, "split", SPLITS, None),
-        has_label=q_bool(request, "hasLabel", None),
-        has_error=q_bool(request, "hasError", None),
-        search=_search(request),
-        sort=q_choice(request, "sort", IMAGE_SORTS, "newest"),
-        limit=limit,
-        offset=offset,
-    )
-    signer = services(request).signer
-    flags = {
-        "thumbnails": q_bool(request, "includeThumbnails", True),
-        "image_urls": q_bool(request, "includeImageUrls", False),
-        "labels": q_bool(request, "includeLabels", False),
-    }
-    stats = services(request).db.dataset_stats(dataset["id"])
-    out = {
-        "images": [image_json(r, signer, **flags) for r in rows],
-        "total": total,
-        "hasMore": offset + len(rows) < total,
-        "classes": dataset["class_names"] or [],
-        "errorCount": stats.get("errors", 0),
-    }
-    if rows and out["hasMore"]:
-        out["nextCursor"] = rows[-1]["id"]
-    return reply(out)
-
-
 async def export(request: Request):
     """GET .../export: the dataset as Ultralytics NDJSON, behind a signed URL;
     `cached` says whether this content was exported before."""
@@ -247,81 +299,406 @@ async def export(request: Request):
     return reply({"downloadUrl": url, "cached": cached})
 
 
-def _image(request: Request, dataset: dict) -> dict:
-    image = services(request).db.image_by_hash(
-        dataset["id"], request.path_params["hash"]
-    )
-    if image is None:
-        raise NotFound("Image not found")
-    return image
+# -- update, trash, clone ----------------------------------------------------
+
+_PATCHABLE = frozenset(
+    {
+        "starred",
+        "name",
+        "description",
+        "metadata",
+        "visibility",
+        "tags",
+        "classNames",
+        "classColors",
+        "format",
+        "task",
+        "license",
+        "iconColor",
+        "iconLetter",
+    }
+)
 
 
-def _checked_labels(body: dict, class_count: int) -> list[dict]:
-    labels = field(body, "labels", list, required=True)
-    clean = []
-    for n, label in enumerate(labels):
-        if not isinstance(label, dict):
-            raise Invalid(f"labels[{n}] must be an object")
-        class_id = field(label, "classId", int, required=True)
-        if not 0 <= class_id < max(class_count, 1):
-            raise Invalid(
-                f"labels[{n}].classId must be between 0 and {max(class_count, 1) - 1}"
-            )
-        bbox = field(label, "bbox", list, required=True)
-        if len(bbox) != 4 or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
-            for v in bbox
-        ):
-            raise Invalid(
-                f"labels[{n}].bbox must be [x_center, y_center, width, height] in 0..1"
-            )
-        if bbox[2] <= 0 or bbox[3] <= 0:
-            raise Invalid(f"labels[{n}].bbox must have a width and a height")
-        clean.append({"classId": class_id, "bbox": [round(float(v), 6) for v in bbox]})
+def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str | None:
+    value = field(body, name, str)
+    if value is not None and value not in choices:
+        raise Invalid(f"{name} must be one of: {', '.join(choices)}")
+    return value
+
+
+def _short(body: dict, name: str, most: int) -> str | None:
+    value = field(body, name, str)
+    if value is not None and len(value) > most:
+        raise Invalid(f"{name} must be at most {most} characters")
+    return value
+
+
+def _metadata(body: dict, current: dict) -> dict:
+    """New custom metadata; the pose keys the appliance keeps there survive."""
+    metadata = field(body, "metadata", dict)
+    if any(len(key) > 128 for key in metadata):
+        raise Invalid("metadata keys must be at most 128 characters")
+    if len(json.dumps(metadata, separators=(",", ":"))) > MAX_METADATA_CHARS:
+        raise Invalid(f"metadata must be at most {MAX_METADATA_CHARS} characters")
+    kept = {k: current[k] for k in ("kptShape", "flipIdx") if k in current}
+    return {**kept, **metadata}
+
+
+def _class_names(request: Request, body: dict, dataset: dict) -> list[str]:
+    """Renamed or added classes. Removing a class that labels use would leave
+    those labels pointing nowhere: that is what classes/delete is for."""
+    names = field(body, "classNames", list)
+    if len(names) > MAX_CLASSES:
+        raise Invalid(f"classNames holds at most {MAX_CLASSES} names")
+    clean = [display_name(n, f"classNames[{i}]") for i, n in enumerate(names)]
+    if len(set(clean)) != len(clean):
+        raise Invalid("classNames must not repeat a name")
+    used = services(request).db.class_counts(dataset["id"])
+    if used and max(cls for cls, *_ in used) >= len(clean):
+        raise Conflict(
+            "classNames would drop classes that labels use; remove classes with"
+            " classes/delete or classes/merge"
+        )
     return clean
 
 
-async def image_labels(request: Request):
-    dataset = dataset_of(request)
-    image = _image(request, dataset)
-    return reply(
-        {"labels": image["labels"] or [], "classNames": dataset["class_names"] or []}
-    )
+def _details(body: dict, current: dict) -> dict:
+    """The presentation fields the contract lists (tags, licence, format,
+    colours, icon), kept as given."""
+    details = dict(current)
+    tags = field(body, "tags", list)
+    if tags is not None:
+        if len(tags) > 50 or not all(isinstance(t, str) and len(t) <= 50 for t in tags):
+            raise Invalid("tags must be at most 50 strings of at most 50 characters")
+        details["tags"] = tags
+    colors = field(body, "classColors", dict)
+    if colors is not None:
+        if len(colors) > MAX_CLASSES or not all(
+            len(k) <= 128 and isinstance(v, str) and len(v) <= 7
+            for k, v in colors.items()
+        ):
+            raise Invalid("classColors maps class names to colours such as #a1b2c3")
+        details["classColors"] = colors
+    for name, value in (
+        ("license", _choice(body, "license", LICENSES)),
+        ("format", _choice(body, "format", FORMATS)),
+        ("iconColor", _short(body, "iconColor", 50)),
+        ("iconLetter", _short(body, "iconLetter", 2)),
+    ):
+        if value is not None:
+            details[name] = value
+    return details
 
 
-async def put_image_labels(request: Request):
+async def update(request: Request):
+    """PATCH a dataset. A new display name also renames the slug."""
     dataset = dataset_of(request, edit=True)
-    image = _image(request, dataset)
-    labels = _checked_labels(
-        await json_body(request), len(dataset["class_names"] or [])
-    )
-    services(request).db.set_image_labels(image["id"], labels)
-    return reply({"success": True, "labels": labels})
+    body = await json_body(request)
+    unknown = sorted(set(body) - _PATCHABLE)
+    if unknown:
+        raise Invalid(f"unknown fields: {', '.join(unknown)}")
+    if "starred" in body:
+        raise Invalid("this appliance does not keep stars")
+    fields: dict = {}
+    if "name" in body:
+        fields["name"] = display_name(body["name"])
+        fields["slug"] = slugify(fields["name"]) or dataset["slug"]
+    if "description" in body:
+        fields["description"] = _short(body, "description", 1000) or ""
+    if "visibility" in body:
+        fields["visibility"] = _choice(body, "visibility", VISIBILITIES)
+    if "metadata" in body:
+        fields["metadata"] = _metadata(body, dataset["metadata"] or {})
+    if "classNames" in body:
+        fields["class_names"] = _class_names(request, body, dataset)
+    task = _choice(body, "task", TASKS)
+    if task and task != dataset["task"]:
+        if services(request).db.dataset_stats(dataset["id"]).get("labeled"):
+            raise Conflict("the task of a dataset with labelled images cannot change")
+        fields["task"] = task
+    details = _details(body, dataset.get("details") or {})
+    if details != (dataset.get("details") or {}):
+        fields["details"] = details
+    if fields:
+        try:
+            services(request).db.update_dataset(dataset["id"], **fields)
+        except sqlite3.IntegrityError:
+            owner = {"id": dataset["owner_id"], "username": dataset["owner"]}
+            raise _taken(request, owner, fields["slug"]) from None
+    return reply({"success": True, "dataset": fields.get("slug", dataset["slug"])})
 
 
-async def delete_image(request: Request):
+async def delete(request: Request):
+    """Move a dataset to the trash: hidden everywhere, restorable for
+    TRASH_DAYS days through /api/trash."""
     dataset = dataset_of(request, edit=True)
-    services(request).db.delete_image(_image(request, dataset)["id"])
+    services(request).db.trash_dataset(dataset["id"])
+    logger.info("dataset %s moved to the trash", dataset["id"])
     return reply({"success": True})
+
+
+async def clone(request: Request):
+    """Copy a dataset the caller may see, with its images and labels, into
+    another workspace the caller edits (their own by default)."""
+    source = dataset_of(request)
+    body = await json_body(request)
+    owner = owner_for_write(request, field(body, "owner", str))
+    if owner["id"] == source["owner_id"]:
+        raise Invalid(
+            "a dataset cannot be cloned into its own workspace; name another owner"
+        )
+    name = display_name(body["name"]) if "name" in body else source["name"]
+    slug = field(body, "dataset", str) or (
+        slugify(name) if "name" in body else source["slug"]
+    )
+    if not SLUG_RE.match(slug):
+        raise Invalid("dataset must be lower-case letters, digits and dashes (1-128)")
+    details = dict(source.get("details") or {})
+    if license_ := _choice(body, "license", LICENSES):
+        details["license"] = license_
+    fields = {
+        "owner_id": owner["id"],
+        "slug": slug,
+        "name": name,
+        "description": _short(body, "description", 1000) or source["description"],
+        "visibility": _choice(body, "visibility", VISIBILITIES) or "private",
+        "details": details,
+    }
+    db = services(request).db
+    try:
+        row = db.clone_dataset(source, **fields)
+    except sqlite3.IntegrityError:
+        raise _taken(request, owner, slug) from None
+    logger.info("dataset %s cloned into %s", source["id"], row["id"])
+    return reply(
+        {
+            "id": row["id"],
+            "owner": row["owner"],
+            "dataset": row["slug"],
+            "name": row["name"],
+            "imageCount": db.dataset_stats(row["id"]).get("images", 0),
+            "classCount": len(row["class_names"] or []),
+            "region": REGION,
+        },
+        201,
+    )
+
+
+# -- classes and splits ------------------------------------------------------
+
+
+async def class_stats(request: Request):
+    """Class counts, histograms and heatmaps, cached while the dataset is
+    unchanged (up to five minutes)."""
+    dataset = dataset_of(request)
+    state = request.app.state
+    if not hasattr(state, "class_stats"):
+        state.class_stats = StatsCache()
+    stats, cached = await run_in_threadpool(
+        state.class_stats.get, services(request).db, dataset
+    )
+    out = {**stats, "cached": cached}
+    if "dataset_id" not in request.path_params:
+        out.pop("sampled")  # the seed documents `sampled`; the contract does not
+    return reply(out)
+
+
+def _class_ids(body: dict, name: str, class_count: int) -> list[int]:
+    """A list of existing class ids, each once, in ascending order."""
+    values = field(body, name, list, required=True)
+    if not values:
+        raise Invalid(f"{name} must name at least one class")
+    if len(values) > MAX_CLASSES:
+        raise Invalid(f"{name} holds at most {MAX_CLASSES} class ids")
+    for value in values:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise Invalid(f"{name} must hold class ids (integers from 0)")
+        if value >= class_count:
+            raise Invalid(f"class {value} does not exist (the dataset has {class_count})")
+    return sorted(set(values))
+
+
+def _shift(removed: list[int], class_count: int) -> dict[int, int]:
+    """Old index -> new index once `removed` classes are gone."""
+    gone = set(removed)
+    kept = [c for c in range(class_count) if c not in gone]
+    return {old: new for new, old in enumerate(kept)}
+
+
+def _colors_without(dataset: dict, names: list[str]) -> dict:
+    details = dataset.get("details") or {}
+    colors = details.get("classColors") or {}
+    return {k: v for k, v in colors.items() if k not in set(names)}
+
+
+def _rewrite_classes(
+    request: Request, dataset: dict, removed: list[int], remap
+) -> tuple[list[str], dict, int]:
+    names = dataset["class_names"] or []
+    kept = [n for i, n in enumerate(names) if i not in set(removed)]
+    colors = _colors_without(dataset, [names[i] for i in removed])
+    details = {**(dataset.get("details") or {}), "classColors": colors}
+    if not colors:
+        details.pop("classColors")
+    changed = services(request).db.rewrite_labels(
+        dataset["id"], remap, class_names=kept, details=details
+    )
+    logger.warning(
+        "dataset %s: class indices changed (%d images rewritten); exports and"
+        " versions made before no longer line up with its classes",
+        dataset["id"],
+        changed,
+    )
+    return kept, colors, changed
+
+
+async def merge_classes(request: Request):
+    """Relabel the source classes as the target, then drop the sources; every
+    annotation is kept."""
+    dataset = dataset_of(request, edit=True)
+    body = await json_body(request)
+    count = len(dataset["class_names"] or [])
+    target = field(body, "targetClassId", int, required=True)
+    if not 0 <= target < count:
+        raise Invalid(f"class {target} does not exist (the dataset has {count})")
+    sources = [c for c in _class_ids(body, "sourceClassIds", count) if c != target]
+    if not sources:
+        raise Invalid("sourceClassIds must name a class other than the target")
+    index = _shift(sources, count)
+    new_target = index[target]
+    for source in sources:
+        index[source] = new_target
+
+    def remap(labels: list[dict]) -> list[dict]:
+        return [{**label, "classId": index.get(label["classId"], label["classId"])} for label in labels]
+
+    names, colors, _ = _rewrite_classes(request, dataset, sources, remap)
+    return reply(
+        {
+            "success": True,
+            "classNames": names,
+            "classColors": colors,
+            "mergedClassIds": sources,
+            "targetClassId": new_target,
+        }
+    )
+
+
+async def delete_classes(request: Request):
+    """Drop classes and their annotations; higher class ids shift down. An
+    image left with no annotation becomes unlabelled."""
+    dataset = dataset_of(request, edit=True)
+    body = await json_body(request)
+    count = len(dataset["class_names"] or [])
+    removed = _class_ids(body, "classIds", count)
+    index = _shift(removed, count)
+    deleted = 0
+
+    def remap(labels: list[dict]) -> list[dict] | None:
+        nonlocal deleted
+        kept = [
+            {**label, "classId": index[label["classId"]]}
+            for label in labels
+            if label["classId"] in index
+        ]
+        deleted += len(labels) - len(kept)
+        return kept or None
+
+    names, colors, _ = _rewrite_classes(request, dataset, removed, remap)
+    return reply(
+        {
+            "success": True,
+            "classNames": names,
+            "classColors": colors,
+            "deletedClassIds": removed,
+            "deletedAnnotations": deleted,
+        }
+    )
+
+
+def _split_plan(percent: dict[str, int], seed: int):
+    """A function from the id-ordered image ids to their new splits: shuffled by
+    `seed`, then cut by the percentages (largest remainders rounded up)."""
+
+    def plan(ids: list[str]) -> list[str]:
+        n = len(ids)
+        exact = {s: n * percent[s] / 100 for s in SPLITS}
+        counts = {s: int(exact[s]) for s in SPLITS}
+        for s in sorted(SPLITS, key=lambda s: exact[s] - counts[s], reverse=True):
+            if sum(counts.values()) < n:
+                counts[s] += 1
+        order = list(range(n))
+        random.Random(seed).shuffle(order)
+        out = [""] * n
+        cursor = 0
+        for s in SPLITS:
+            for position in order[cursor : cursor + counts[s]]:
+                out[position] = s
+            cursor += counts[s]
+        return out
+
+    return plan
+
+
+async def redistribute(request: Request):
+    """Reassign every image to train, val and test by percentages that total
+    100; the same seed (default 0) gives the same assignment."""
+    dataset = dataset_of(request, edit=True)
+    body = await json_body(request)
+    percent = {}
+    for split in SPLITS:
+        value = field(body, split, int, required=True)
+        if not 0 <= value <= 100:
+            raise Invalid(f"{split} must be a percentage from 0 to 100")
+        percent[split] = value
+    if sum(percent.values()) != 100:
+        raise Invalid("train, val and test must total 100")
+    seed = field(body, "seed", int, default=0)
+    db = services(request).db
+    if not db.dataset_stats(dataset["id"]).get("images"):
+        raise Invalid("the dataset has no images to redistribute")
+    counts, modified = db.assign_splits(dataset["id"], _split_plan(percent, seed))
+    return reply({"success": True, "splits": counts, "modified": modified})
+
+
+async def trained_models(request: Request):
+    """Models trained on this dataset that the caller may see."""
+    dataset = dataset_of(request)
+    models = [
+        trained_model_json(m)
+        for m in services(request).db.models_trained_on(dataset["id"])
+        if can_see(request, m["owner_id"], m["visibility"])
+    ]
+    return reply({"models": models, "count": len(models)})
 
 
 ID = "/api/datasets/{dataset_id:id}"
 SLUG = "/api/datasets/{owner}/{dataset}"
 
+#: Operations on one dataset, offered in both route families.
+_OPERATIONS = [
+    ("", "GET", retrieve),
+    ("", "PATCH", update),
+    ("", "DELETE", delete),
+    ("/clone", "POST", clone),
+    ("/class-stats", "GET", class_stats),
+    ("/classes/merge", "POST", merge_classes),
+    ("/classes/delete", "POST", delete_classes),
+    ("/splits/redistribute", "POST", redistribute),
+    ("/models", "GET", trained_models),
+]
+
 # The seed's id routes come first: `{dataset_id:id}` never matches a username, so a
 # path is read as owner/slug only when its first segment is not an id.
 routes = [
+    Route("/api/datasets", list_seed, methods=["GET"]),
     Route("/api/datasets", create, methods=["POST"]),
     Route("/api/datasets/ingest", ingest_by_id, methods=["POST"]),
-    Route(ID, retrieve, methods=["GET"]),
-    Route(f"{ID}/images", images, methods=["GET"]),
+    *(Route(f"{ID}{tail}", fn, methods=[m]) for tail, m, fn in _OPERATIONS),
     Route(f"{ID}/export", export, methods=["GET"]),
-    Route(f"{ID}/images/{{hash}}", delete_image, methods=["DELETE"]),
-    Route(f"{ID}/images/{{hash}}/labels", image_labels, methods=["GET"]),
-    Route(f"{ID}/images/{{hash}}/labels", put_image_labels, methods=["PUT"]),
     Route("/api/datasets/{owner}", list_datasets, methods=["GET"]),
-    Route(SLUG, retrieve, methods=["GET"]),
+    *(Route(f"{SLUG}{tail}", fn, methods=[m]) for tail, m, fn in _OPERATIONS),
     Route(f"{SLUG}/ingest", ingest, methods=["POST"]),
-    Route(f"{SLUG}/images", images, methods=["GET"]),
     Route(f"{SLUG}/export", export, methods=["GET"]),
 ]

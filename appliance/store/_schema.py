@@ -15,6 +15,7 @@ JSON_COLUMNS = frozenset(
         "environment",
         "training_error",
         "profile",
+        "details",
     }
 )
 
@@ -219,7 +220,18 @@ _ACCOUNTS = [
     )""",
 ]
 
+_DATASET_OPS = [
+    "ALTER TABLE images ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE images ADD COLUMN updated_at TEXT",
+    "ALTER TABLE datasets ADD COLUMN deleted_at TEXT",
+    "ALTER TABLE datasets ADD COLUMN cloned_from TEXT",
+    "ALTER TABLE datasets ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
+    "CREATE INDEX images_dataset_created ON images (dataset_id, created_at, id)",
+    "CREATE INDEX models_dataset ON models (dataset_id)",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
+    ("dataset and image operations, trash", _DATASET_OPS),
 ]

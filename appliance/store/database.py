@@ -14,6 +14,7 @@ from typing import Any
 import sqlite_utils
 
 from ._accounts import AccountsMixin
+from ._dataset_ops import DatasetOpsMixin
 from ._datasets import DatasetsMixin
 from ._jobs import JobsMixin
 from ._models import ModelsMixin
@@ -22,7 +23,9 @@ from ._schema import JSON_COLUMNS, MIGRATIONS
 logger = logging.getLogger(__name__)
 
 
-class Database(AccountsMixin, DatasetsMixin, ModelsMixin, JobsMixin):
+class Database(
+    AccountsMixin, DatasetsMixin, DatasetOpsMixin, ModelsMixin, JobsMixin
+):
     """Metadata for one appliance. Safe to share between threads: each thread gets
     its own connection, and writes are serialised by one lock."""
 
