@@ -51,7 +51,11 @@ def histogram(values: list[float], *, size: float | None = None) -> list[dict]:
     low, high = min(values), max(values)
     if size is None:
         integral = all(float(v).is_integer() for v in values)
-        size = 1 if integral and high - low < _DISCRETE_SPAN else _nice((high - low) / _BINS)
+        size = (
+            1
+            if integral and high - low < _DISCRETE_SPAN
+            else _nice((high - low) / _BINS)
+        )
     counts = Counter(math.floor(v / size) for v in values)
     return [
         {"bin": round(k * size, 6), "count": n, "size": size}
@@ -168,7 +172,11 @@ def compute(db: Database, dataset: dict) -> dict[str, Any]:
     names = dataset["class_names"] or []
     counts = {cls: (n, images) for cls, n, images in db.class_counts(dataset["id"])}
     classes = [
-        {"classId": cls, "count": counts.get(cls, (0, 0))[0], "imageCount": counts.get(cls, (0, 0))[1]}
+        {
+            "classId": cls,
+            "count": counts.get(cls, (0, 0))[0],
+            "imageCount": counts.get(cls, (0, 0))[1],
+        }
         for cls in sorted(set(range(len(names))) | set(counts))
     ]
     columns = _columns(db, dataset["id"])

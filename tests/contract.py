@@ -12,7 +12,11 @@ from jsonschema.exceptions import ValidationError
 _RELATIVE = Path("shared") / "contract" / "openapi.json"
 # ../shared beside the checkout; found from a git worktree one level deeper too.
 CONTRACT = next(
-    (p / _RELATIVE for p in Path(__file__).resolve().parents if (p / _RELATIVE).exists()),
+    (
+        p / _RELATIVE
+        for p in Path(__file__).resolve().parents
+        if (p / _RELATIVE).exists()
+    ),
     Path(__file__).resolve().parents[2] / _RELATIVE,
 )
 

@@ -82,7 +82,10 @@ def _dataset_out(request: Request, row: dict, *, detail: bool = False) -> dict:
     samples = db.samples_of([row["id"]], SAMPLES)[row["id"]]
     out.update(
         dataset_extras(
-            row, services(request).signer, samples, clone_count=db.clone_count(row["id"])
+            row,
+            services(request).signer,
+            samples,
+            clone_count=db.clone_count(row["id"]),
         )
     )
     return out
@@ -515,7 +518,9 @@ def _class_ids(body: dict, name: str, class_count: int) -> list[int]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise Invalid(f"{name} must hold class ids (integers from 0)")
         if value >= class_count:
-            raise Invalid(f"class {value} does not exist (the dataset has {class_count})")
+            raise Invalid(
+                f"class {value} does not exist (the dataset has {class_count})"
+            )
     return sorted(set(values))
 
 
@@ -571,7 +576,10 @@ async def merge_classes(request: Request):
         index[source] = new_target
 
     def remap(labels: list[dict]) -> list[dict]:
-        return [{**label, "classId": index.get(label["classId"], label["classId"])} for label in labels]
+        return [
+            {**label, "classId": index.get(label["classId"], label["classId"])}
+            for label in labels
+        ]
 
     names, colors, _ = _rewrite_classes(request, dataset, sources, remap)
     return reply(

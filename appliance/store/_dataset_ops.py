@@ -33,9 +33,7 @@ IMAGE_ORDER = {
     "labels-desc": ("label_count", "DESC"),
 }
 # A 24-hex image id made in SQL, in the form of ids.new_image_id: Unix time first.
-_SQL_IMAGE_ID = (
-    "printf('%08x', CAST(strftime('%s', 'now') AS INTEGER)) || lower(hex(randomblob(8)))"
-)
+_SQL_IMAGE_ID = "printf('%08x', CAST(strftime('%s', 'now') AS INTEGER)) || lower(hex(randomblob(8)))"
 _CLONED_COLUMNS = (
     "hash, ext, name, width, height, bytes, split, labels, label_count, error,"
     " metadata, created_at"
