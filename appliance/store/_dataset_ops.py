@@ -229,7 +229,7 @@ class DatasetOpsMixin:
         """One page of an owner's trashed datasets (most recent first) with their
         stored bytes, the number in the trash and their total bytes."""
         rows = self.query(
-            f"""SELECT d.*, u.username AS owner,
+            """SELECT d.*, u.username AS owner,
                   (SELECT coalesce(sum(bytes), 0) FROM images i
                    WHERE i.dataset_id = d.id) AS size_bytes
                 FROM datasets d JOIN users u ON u.id = d.owner_id
