@@ -333,6 +333,13 @@ def _move(request: Request, dataset: dict, ids: list[str], body: dict) -> dict:
     }
 
 
+def _only(body: dict, allowed: set[str]) -> dict:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise Invalid(f"unknown fields: {', '.join(unknown)}")
+    return body
+
+
 def _named_dataset(request: Request) -> dict | None:
     """The dataset a seed bulk route names (editable), or None on /api/images."""
     if "dataset_id" in request.path_params:
@@ -343,7 +350,7 @@ def _named_dataset(request: Request) -> dict | None:
 
 async def bulk_move(request: Request):
     dataset = _named_dataset(request)
-    body = await json_body(request)
+    body = _only(await json_body(request), {"imageIds", "split", "conflictPolicy"})
     ids = _image_ids(body, MAX_BULK)
     _, dataset = _batch(request, ids, dataset, edit=True)
     return reply(_move(request, dataset, ids, body))
@@ -351,7 +358,7 @@ async def bulk_move(request: Request):
 
 async def bulk_delete(request: Request):
     dataset = _named_dataset(request)
-    ids = _image_ids(await json_body(request), MAX_BULK)
+    ids = _image_ids(_only(await json_body(request), {"imageIds"}), MAX_BULK)
     _, dataset = _batch(request, ids, dataset, edit=True)
     deleted = services(request).db.delete_images(dataset["id"], ids)
     return reply({"success": True, "deletedCount": deleted, "deletedImageIds": ids})
