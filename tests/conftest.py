@@ -114,7 +114,9 @@ def add_images(db, dataset_id: str, specs: list[dict], blobs=None) -> list[dict]
     JPEG is stored for each, so its signed URL serves bytes."""
     rows = []
     for n, spec in enumerate(specs):
-        data = jpeg_bytes(size=(8, 8), color=(n % 256, 10, 10))
+        data = jpeg_bytes(
+            size=(8, 8), color=(n * 40 % 256, n * 90 % 256, n * 150 % 256)
+        )
         digest = blobs.put_image(data, "jpg")[0] if blobs else f"{n:032x}"
         labels = spec.get("labels")
         rows.append(

@@ -74,10 +74,15 @@ def test_pages_by_cursor_and_filters(env):
     assert seen[:1] == ["c.jpg"]  # labels-desc: the image with two labels first
     first = client.get(f"{url}?sort=name-asc&limit=2&includeTotal=false", headers=alice)
     assert "total" not in first.json() and first.json()["nextCursor"] == ids["b.jpg"]
-    names = lambda q: [
-        i["name"]
-        for i in client.get(f"{url}?sort=name-asc&{q}", headers=alice).json()["images"]
-    ]  # noqa: E731
+
+    def names(q):
+        return [
+            i["name"]
+            for i in client.get(f"{url}?sort=name-asc&{q}", headers=alice).json()[
+                "images"
+            ]
+        ]
+
     assert names("classIds=1") == ["b.jpg", "c.jpg"]
     assert names("classIds=") == []
     assert names("hasLabel=false") == ["d.jpg"]
