@@ -306,7 +306,7 @@ def test_class_stats_count_cache_and_sample(world, monkeypatch):
         json={"train": 50, "val": 50, "test": 0},
     )
     seed = client.get(f"/api/datasets/{cars['id']}/class-stats", headers=alice).json()
-    assert seed["sampled"] is True and seed["sampleSize"] == 2
+    assert seed["sampled"] is True and 1 <= seed["sampleSize"] <= 2
     assert sum(c["count"] for c in seed["classes"]) == 5  # counts stay exact
 
 

@@ -166,7 +166,7 @@ def _checked_labels(request: Request, dataset: dict, body: dict) -> list[dict]:
 def _page_reply(request: Request, dataset: dict, rows: list[dict]) -> dict:
     signer = services(request).signer
     flags = _flags(request)
-    errors = services(request).db.dataset_stats(dataset["id"]).get("errors", 0)
+    errors = services(request).db.error_count(dataset["id"])
     return {
         "images": [image_json(r, signer, **flags) for r in rows],
         "classes": dataset["class_names"] or [],

@@ -152,14 +152,14 @@ class DatasetOpsMixin:
         out: dict[str, list[dict[str, Any]]] = {i: [] for i in dataset_ids}
         if not dataset_ids:
             return out
+        # One indexed LIMIT per dataset (images_dataset_created), in one query.
         rows = self.query(
-            f"""SELECT * FROM (
-                  SELECT *, row_number() OVER (
-                    PARTITION BY dataset_id ORDER BY created_at, id) AS n
-                  FROM images WHERE dataset_id IN ({_marks(dataset_ids)})
-                    AND error IS NULL)
-                WHERE n <= ? ORDER BY dataset_id, n""",
-            [*dataset_ids, per],
+            f"""SELECT i.* FROM datasets d JOIN images i ON i.id IN (
+                  SELECT id FROM images WHERE dataset_id = d.id AND error IS NULL
+                  ORDER BY created_at, id LIMIT ?)
+                WHERE d.id IN ({_marks(dataset_ids)})
+                ORDER BY i.dataset_id, i.created_at, i.id""",
+            [per, *dataset_ids],
         )
         for row in rows:
             out[row["dataset_id"]].append(row)
@@ -371,6 +371,12 @@ class DatasetOpsMixin:
         )
         return rows[:limit], total, len(rows) > limit
 
+    def error_count(self, dataset_id: str) -> int:
+        return self.scalar(
+            "SELECT count(*) FROM images WHERE dataset_id = ? AND error IS NOT NULL",
+            [dataset_id],
+        )
+
     def image(self, image_id: str) -> dict[str, Any] | None:
         return self.query_one("SELECT * FROM images WHERE id = ?", [image_id])
 
@@ -498,18 +504,16 @@ class DatasetOpsMixin:
 
     def label_sample(self, dataset_id: str, limit: int) -> tuple[Iterator[tuple], int]:
         """(width, height, labels JSON) of at most `limit` labelled images, spread
-        evenly over the dataset by id, and how many labelled images there are."""
+        evenly over the dataset (every n-th row as stored), and how many labelled
+        images there are."""
         labelled = self.scalar(
             "SELECT count(*) FROM images WHERE dataset_id = ? AND labels IS NOT NULL",
             [dataset_id],
         )
         stride = max(-(-labelled // limit), 1)
         rows = self.db.execute(
-            """SELECT width, height, labels FROM (
-                 SELECT width, height, labels,
-                   row_number() OVER (ORDER BY id) - 1 AS n
-                 FROM images WHERE dataset_id = ? AND labels IS NOT NULL)
-               WHERE n % ? = 0 LIMIT ?""",
+            "SELECT width, height, labels FROM images"
+            " WHERE dataset_id = ? AND labels IS NOT NULL AND rowid % ? = 0 LIMIT ?",
             [dataset_id, stride, limit],
         )
         return rows, labelled

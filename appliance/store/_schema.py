@@ -228,6 +228,7 @@ _DATASET_OPS = [
     "ALTER TABLE datasets ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
     "CREATE INDEX images_dataset_created ON images (dataset_id, created_at, id)",
     "CREATE INDEX models_dataset ON models (dataset_id)",
+    "CREATE INDEX images_errors ON images (dataset_id) WHERE error IS NOT NULL",
 ]
 
 MIGRATIONS: list[tuple[str, list[str]]] = [

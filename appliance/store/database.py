@@ -23,9 +23,7 @@ from ._schema import JSON_COLUMNS, MIGRATIONS
 logger = logging.getLogger(__name__)
 
 
-class Database(
-    AccountsMixin, DatasetsMixin, DatasetOpsMixin, ModelsMixin, JobsMixin
-):
+class Database(AccountsMixin, DatasetsMixin, DatasetOpsMixin, ModelsMixin, JobsMixin):
     """Metadata for one appliance. Safe to share between threads: each thread gets
     its own connection, and writes are serialised by one lock."""
 
