@@ -184,6 +184,8 @@ def test_trash_hides_restores_and_deletes_for_good(world):
     assert client.get(f"/api/datasets/{cars['id']}", headers=alice).status_code == 404
     assert client.get(f"/api/images/{image}", headers=alice).status_code == 404
     assert client.get("/api/datasets/alice", headers=alice).json()["total"] == 0
+    db.update_dataset(cars["id"], visibility="public")
+    assert client.get("/api/explore/search?q=cars").json()["datasets"] == []
     again = client.post(
         "/api/datasets", headers=alice, json={"dataset": "cars", "name": "C"}
     )
@@ -200,12 +202,10 @@ def test_trash_hides_restores_and_deletes_for_good(world):
     assert client.post("/api/trash", headers=alice, json=body).json() == {
         "success": True
     }
-    assert (
-        client.get("/api/datasets/alice/cars", headers=alice).json()["dataset"][
-            "imageCount"
-        ]
-        == 4
-    )
+    restored = client.get("/api/datasets/alice/cars", headers=alice).json()
+    assert restored["dataset"]["imageCount"] == 4
+    explored = client.get("/api/explore/search?q=cars").json()["datasets"]
+    assert [d["dataset"] for d in explored] == ["cars"]
     client.delete(f"/api/datasets/{cars['id']}", headers=alice)
     gone = client.request("DELETE", "/api/trash", headers=alice, json=body)
     assert gone.json() == {"success": True, "deletedCount": 1}
@@ -325,6 +325,10 @@ def test_merge_keeps_every_annotation(world):
     ):
         assert client.post(url, headers=alice, json=body).status_code == 400, body
     assert labels_of(db, cars["id"]) == before
+    db.update_dataset(cars["id"], status="processing")
+    body = {"sourceClassIds": [0], "targetClassId": 1}
+    assert client.post(url, headers=alice, json=body).status_code == 409
+    db.update_dataset(cars["id"], status="ready")
     merged = client.post(
         url, headers=alice, json={"sourceClassIds": [0, 0, 2], "targetClassId": 1}
     )

@@ -413,6 +413,8 @@ async def update(request: Request):
         fields["visibility"] = _choice(body, "visibility", VISIBILITIES)
     if "metadata" in body:
         fields["metadata"] = _metadata(body, dataset["metadata"] or {})
+    if "classNames" in body or "task" in body:
+        _settled(dataset)
     if "classNames" in body:
         fields["class_names"] = _class_names(request, body, dataset)
     task = _choice(body, "task", TASKS)
@@ -507,6 +509,15 @@ async def class_stats(request: Request):
     return reply(out)
 
 
+def _settled(dataset: dict) -> None:
+    """Class indices must not change under a running ingest, which maps its
+    labels onto the classes it read when it started."""
+    if dataset["status"] == "processing":
+        raise Conflict(
+            "an ingest is running for this dataset; change its classes after"
+        )
+
+
 def _class_ids(body: dict, name: str, class_count: int) -> list[int]:
     """A list of existing class ids, each once, in ascending order."""
     values = field(body, name, list, required=True)
@@ -563,6 +574,7 @@ async def merge_classes(request: Request):
     annotation is kept."""
     dataset = dataset_of(request, edit=True)
     body = await json_body(request)
+    _settled(dataset)
     count = len(dataset["class_names"] or [])
     target = field(body, "targetClassId", int, required=True)
     if not 0 <= target < count:
@@ -598,6 +610,7 @@ async def delete_classes(request: Request):
     image left with no annotation becomes unlabelled."""
     dataset = dataset_of(request, edit=True)
     body = await json_body(request)
+    _settled(dataset)
     count = len(dataset["class_names"] or [])
     removed = _class_ids(body, "classIds", count)
     index = _shift(removed, count)

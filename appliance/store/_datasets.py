@@ -175,12 +175,14 @@ class DatasetsMixin:
 
     def set_image_labels(self, image_id: str, labels: list[dict]) -> None:
         with self.atomic() as db:
+            _touch_dataset_of(db, image_id)
             db["images"].update(
                 image_id, {"labels": labels, "label_count": len(labels)}
             )
 
     def delete_image(self, image_id: str) -> None:
         with self.atomic() as db:
+            _touch_dataset_of(db, image_id)
             db.execute("DELETE FROM images WHERE id = ?", [image_id])
 
     def all_images(self, dataset_id: str) -> list[dict[str, Any]]:
@@ -194,3 +196,13 @@ class DatasetsMixin:
             " WHERE dataset_id = ? AND job_id = ? ORDER BY id",
             [dataset_id, job_id],
         )
+
+
+def _touch_dataset_of(db: Any, image_id: str) -> None:
+    """A change to an image is a change to its dataset (its `updated_at` keys
+    cached statistics)."""
+    db.execute(
+        "UPDATE datasets SET updated_at = ?"
+        " WHERE id = (SELECT dataset_id FROM images WHERE id = ?)",
+        [now(), image_id],
+    )
