@@ -370,3 +370,78 @@ def test_bulk_refuses_bad_batches_whole(env):
         ("2.jpg", "test"),
         ("3.jpg", "test"),
     ]
+
+
+HOSTILE = [None, True, -1, 10**30, 1.5, "x", "", [], {}, [None], [{"a": 1}], ["0" * 24]]
+FIELDS = {
+    "PATCH {ds}": [
+        "name",
+        "description",
+        "metadata",
+        "visibility",
+        "tags",
+        "classNames",
+        "classColors",
+        "task",
+        "license",
+        "format",
+        "iconLetter",
+    ],
+    "POST {ds}/clone": [
+        "name",
+        "dataset",
+        "owner",
+        "visibility",
+        "license",
+        "description",
+    ],
+    "POST {ds}/classes/merge": ["sourceClassIds", "targetClassId"],
+    "POST {ds}/classes/delete": ["classIds"],
+    "POST {ds}/splits/redistribute": ["train", "val", "test", "seed"],
+    "POST {ds}/images": ["imageIds"],
+    "PATCH /api/images/{image}": ["labels", "metadata", "split", "conflictPolicy"],
+    "PATCH /api/images/bulk": ["imageIds", "split", "conflictPolicy"],
+    "DELETE /api/images/bulk": ["imageIds"],
+    "POST /api/images/urls": ["imageIds"],
+    "POST /api/trash": ["id", "type"],
+    "DELETE /api/trash": ["id", "type", "all"],
+}
+
+
+def test_hostile_bodies_never_fail_the_server_or_lose_data(env):
+    """Every field of every write, given every wrong kind of value alone and
+    beside valid fields: a 4xx, never a 500, and nothing lost."""
+    client, alice, db = env["client"], env["alice"], env["db"]
+    row, ids = env["dataset"](
+        "d", [{"name": "a.jpg", "labels": [box(0), box(1)]}, {"name": "b.jpg"}]
+    )
+    image = ids["a.jpg"]
+    valid = {
+        "targetClassId": 1,
+        "train": 100,
+        "val": 0,
+        "test": 0,
+        "split": "val",
+        "imageIds": [image],
+        "type": "dataset",
+        "id": row["id"],
+    }
+    before = db.query("SELECT * FROM images ORDER BY id")
+    for route, names in FIELDS.items():
+        method, path = route.split(" ")
+        path = path.format(ds=f"/api/datasets/{row['id']}", image=image)
+        for name in names:
+            for value in HOSTILE:
+                for body in ({name: value}, {**valid, name: value}):
+                    if route.startswith("DELETE") and body.get(name) in (
+                        ["0" * 24],
+                        [image],
+                    ):
+                        continue  # a well-formed delete of a real image is allowed
+                    reply = client.request(method, path, headers=alice, json=body)
+                    assert reply.status_code < 500, (route, body, reply.text)
+                    if reply.status_code >= 400:
+                        assert set(reply.json()) == {"error"}
+        assert db.query("SELECT count(*) AS n FROM images")[0]["n"] >= 1, route
+    after = {r["id"]: r for r in db.query("SELECT * FROM images ORDER BY id")}
+    assert set(after) == {r["id"] for r in before}  # nothing deleted

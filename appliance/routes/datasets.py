@@ -323,6 +323,15 @@ _PATCHABLE = frozenset(
 )
 
 
+async def write_body(request: Request) -> dict:
+    """A write's JSON body; a null is refused rather than read as absent."""
+    body = await json_body(request)
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        raise Invalid(f"{', '.join(nulls)} must not be null")
+    return body
+
+
 def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str | None:
     value = field(body, name, str)
     if value is not None and value not in choices:
@@ -397,7 +406,7 @@ def _details(body: dict, current: dict) -> dict:
 async def update(request: Request):
     """PATCH a dataset. A new display name also renames the slug."""
     dataset = dataset_of(request, edit=True)
-    body = await json_body(request)
+    body = await write_body(request)
     unknown = sorted(set(body) - _PATCHABLE)
     if unknown:
         raise Invalid(f"unknown fields: {', '.join(unknown)}")
@@ -447,7 +456,7 @@ async def clone(request: Request):
     """Copy a dataset the caller may see, with its images and labels, into
     another workspace the caller edits (their own by default)."""
     source = dataset_of(request)
-    body = await json_body(request)
+    body = await write_body(request)
     owner = owner_for_write(request, field(body, "owner", str))
     if owner["id"] == source["owner_id"]:
         raise Invalid(
@@ -573,7 +582,7 @@ async def merge_classes(request: Request):
     """Relabel the source classes as the target, then drop the sources; every
     annotation is kept."""
     dataset = dataset_of(request, edit=True)
-    body = await json_body(request)
+    body = await write_body(request)
     _settled(dataset)
     count = len(dataset["class_names"] or [])
     target = field(body, "targetClassId", int, required=True)
@@ -609,7 +618,7 @@ async def delete_classes(request: Request):
     """Drop classes and their annotations; higher class ids shift down. An
     image left with no annotation becomes unlabelled."""
     dataset = dataset_of(request, edit=True)
-    body = await json_body(request)
+    body = await write_body(request)
     _settled(dataset)
     count = len(dataset["class_names"] or [])
     removed = _class_ids(body, "classIds", count)
@@ -666,7 +675,7 @@ async def redistribute(request: Request):
     """Reassign every image to train, val and test by percentages that total
     100; the same seed (default 0) gives the same assignment."""
     dataset = dataset_of(request, edit=True)
-    body = await json_body(request)
+    body = await write_body(request)
     percent = {}
     for split in SPLITS:
         value = field(body, split, int, required=True)

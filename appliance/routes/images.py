@@ -24,7 +24,6 @@ from ..web import (
     can_edit,
     can_see,
     field,
-    json_body,
     q_bool,
     q_choice,
     q_int,
@@ -32,7 +31,7 @@ from ..web import (
     require_user,
     services,
 )
-from .datasets import CONFLICT_POLICIES, SPLITS, dataset_of
+from .datasets import CONFLICT_POLICIES, SPLITS, dataset_of, write_body
 
 #: The contract's batch caps.
 MAX_SELECTED = 1000
@@ -212,7 +211,7 @@ async def selected_images(request: Request):
     """POST .../images: the named images (those of this dataset that match the
     query's filters), in the query's sort order."""
     dataset = dataset_of(request)
-    ids = _image_ids(await json_body(request), MAX_SELECTED)
+    ids = _image_ids(await write_body(request), MAX_SELECTED)
     where = _filter(request)
     where.ids = ids
     sort = q_choice(request, "sort", frozenset(IMAGE_ORDER), "newest")
@@ -229,7 +228,7 @@ async def selected_images(request: Request):
 
 async def image_urls(request: Request):
     """POST /api/images/urls: signed full-size and thumbnail URLs by image id."""
-    ids = _image_ids(await json_body(request), MAX_URLS)
+    ids = _image_ids(await write_body(request), MAX_URLS)
     rows = services(request).db.images_by_ids(ids)
     if len(rows) != len(ids):
         raise NotFound("Image not found")
@@ -245,7 +244,7 @@ async def image_urls_by_hash(request: Request):
     """POST /api/datasets/{id}/images/urls (seed): signed URLs keyed by image
     hash, for the hashes this dataset holds."""
     dataset = dataset_of(request)
-    hashes = field(await json_body(request), "hashes", list, required=True)
+    hashes = field(await write_body(request), "hashes", list, required=True)
     if not hashes or len(hashes) > MAX_URLS:
         raise Invalid(f"hashes must name 1 to {MAX_URLS} images")
     if not all(isinstance(h, str) and _HASH.match(h) for h in hashes):
@@ -277,7 +276,7 @@ async def patch_image(request: Request):
     """PATCH /api/images/{imageId}: replace the labels or the custom metadata
     (or move the image to another split)."""
     image, dataset = _one_image(request, edit=True)
-    body = await json_body(request)
+    body = await write_body(request)
     unknown = sorted(set(body) - {"labels", "metadata", "split", "conflictPolicy"})
     if unknown or not {"labels", "metadata", "split"} & set(body):
         raise Invalid("send labels, metadata or split")
@@ -350,7 +349,7 @@ def _named_dataset(request: Request) -> dict | None:
 
 async def bulk_move(request: Request):
     dataset = _named_dataset(request)
-    body = _only(await json_body(request), {"imageIds", "split", "conflictPolicy"})
+    body = _only(await write_body(request), {"imageIds", "split", "conflictPolicy"})
     ids = _image_ids(body, MAX_BULK)
     _, dataset = _batch(request, ids, dataset, edit=True)
     return reply(_move(request, dataset, ids, body))
@@ -358,7 +357,7 @@ async def bulk_move(request: Request):
 
 async def bulk_delete(request: Request):
     dataset = _named_dataset(request)
-    ids = _image_ids(_only(await json_body(request), {"imageIds"}), MAX_BULK)
+    ids = _image_ids(_only(await write_body(request), {"imageIds"}), MAX_BULK)
     _, dataset = _batch(request, ids, dataset, edit=True)
     deleted = services(request).db.delete_images(dataset["id"], ids)
     return reply({"success": True, "deletedCount": deleted, "deletedImageIds": ids})
@@ -387,7 +386,7 @@ async def labels_by_hash(request: Request):
 async def put_labels_by_hash(request: Request):
     dataset = dataset_of(request, edit=True)
     image = _image_by_hash(request, dataset)
-    checked = _checked_labels(request, dataset, await json_body(request))
+    checked = _checked_labels(request, dataset, await write_body(request))
     services(request).db.update_image(image, labels=checked, label_count=len(checked))
     return reply({"success": True, "labels": checked, "labelCount": len(checked)})
 

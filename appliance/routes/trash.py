@@ -16,7 +16,6 @@ from ..ids import parse_time
 from ..serialize import REGION
 from ..web import (
     field,
-    json_body,
     q_choice,
     q_int,
     reply,
@@ -25,6 +24,7 @@ from ..web import (
     role_in,
     services,
 )
+from .datasets import write_body
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _trashed(request: Request, body: dict) -> dict:
 
 
 async def restore(request: Request):
-    dataset = _trashed(request, await json_body(request))
+    dataset = _trashed(request, await write_body(request))
     services(request).db.restore_dataset(dataset["id"])
     logger.info("dataset %s restored from the trash", dataset["id"])
     return reply({"success": True})
@@ -133,7 +133,7 @@ async def restore(request: Request):
 async def delete_forever(request: Request):
     """Delete one trashed item, or (`{"all": true}`) the workspace's whole
     trash, for good. Image blobs stay: other datasets may share them."""
-    body = await json_body(request)
+    body = await write_body(request)
     db = services(request).db
     if "all" in body:
         if body != {"all": True}:
