@@ -445,3 +445,20 @@ def test_hostile_bodies_never_fail_the_server_or_lose_data(env):
         assert db.query("SELECT count(*) AS n FROM images")[0]["n"] >= 1, route
     after = {r["id"]: r for r in db.query("SELECT * FROM images ORDER BY id")}
     assert set(after) == {r["id"] for r in before}  # nothing deleted
+
+
+def test_pose_labels_keep_one_keypoint_shape(env):
+    client, alice, db = env["client"], env["alice"], env["db"]
+    row, ids = env["dataset"]("p", [{"name": "a.jpg"}], task="pose")
+    url = f"/api/images/{ids['a.jpg']}"
+    bbox = [0.5, 0.5, 0.4, 0.4]
+    triples = {"classId": 0, "bbox": bbox, "keypoints": [0.1, 0.1, 2] * 3}
+    pairs = {"classId": 0, "bbox": bbox, "keypoints": [0.1, 0.1] * 5}
+    mixed = client.patch(url, headers=alice, json={"labels": [triples, pairs]})
+    assert mixed.status_code == 400
+    assert "kptShape" not in db.dataset(row["id"])["metadata"]
+    assert client.patch(url, headers=alice, json={"labels": [pairs]}).status_code == 200
+    assert db.dataset(row["id"])["metadata"]["kptShape"] == [5, 2]
+    assert (
+        client.patch(url, headers=alice, json={"labels": [triples]}).status_code == 400
+    )

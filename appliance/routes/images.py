@@ -134,28 +134,22 @@ def _batch(
     return rows, dataset
 
 
-def _kpt_shape(request: Request, dataset: dict, labels: list[dict]) -> list | None:
-    """The dataset's keypoint shape; the first pose labels saved set it."""
-    metadata = dataset["metadata"] or {}
-    if dataset["task"] != "pose" or metadata.get("kptShape"):
-        return metadata.get("kptShape")
-    shape = label_rules.infer_kpt_shape(labels)
-    if shape:
-        services(request).db.update_dataset(
-            dataset["id"], metadata={**metadata, "kptShape": shape}
-        )
-    return shape
-
-
 def _checked_labels(request: Request, dataset: dict, body: dict) -> list[dict]:
     raw = field(body, "labels", list, required=True)
     if len(raw) > MAX_LABELS:
         raise Invalid(f"an image holds at most {MAX_LABELS} labels")
-    names = dataset["class_names"] or []
-    shape = (dataset["metadata"] or {}).get("kptShape")
-    checked = label_rules.check_all(dataset["task"], raw, len(names), shape)
-    if dataset["task"] == "pose" and not shape:
-        _kpt_shape(request, dataset, checked)
+    task, count = dataset["task"], len(dataset["class_names"] or [])
+    metadata = dataset["metadata"] or {}
+    shape = metadata.get("kptShape")
+    checked = label_rules.check_all(task, raw, count, shape)
+    if task == "pose" and not shape:
+        # The first pose labels saved set the dataset's one keypoint shape.
+        shape = label_rules.infer_kpt_shape(checked)
+        if shape:
+            checked = label_rules.check_all(task, raw, count, shape)
+            services(request).db.update_dataset(
+                dataset["id"], metadata={**metadata, "kptShape": shape}
+            )
     return checked
 
 

@@ -430,8 +430,8 @@ class DatasetOpsMixin:
         result = MoveResult()
         stamp = now()
         with self.atomic() as db:
-            moving = self.images_by_ids(image_ids)
-            moving.sort(key=lambda r: image_ids.index(r["id"]))
+            order = {image_id: n for n, image_id in enumerate(image_ids)}
+            moving = sorted(self.images_by_ids(image_ids), key=lambda r: order[r["id"]])
             ids = {r["id"] for r in moving}
             names: dict[str, str] = {}
             hashes: dict[str, str] = {}
@@ -467,6 +467,7 @@ class DatasetOpsMixin:
                 db.execute(
                     f"DELETE FROM images WHERE id IN ({_marks(deletes)})", list(deletes)
                 )
+                updates = [u for u in updates if u[3] not in deletes]
             db.conn.executemany(
                 "UPDATE images SET split = ?, name = ?, updated_at = ? WHERE id = ?",
                 updates,
