@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ids import new_id, now
+from ._datasets import STATS_COLUMNS
 from ._models import _MODEL_SELECT
 
 _DATASET_SELECT = (
@@ -131,16 +132,8 @@ class DatasetOpsMixin:
         if not dataset_ids:
             return {}
         rows = self.query(
-            f"""SELECT dataset_id, count(*) AS images,
-                 coalesce(sum(split = 'train'), 0) AS train,
-                 coalesce(sum(split = 'val'), 0) AS val,
-                 coalesce(sum(split = 'test'), 0) AS test,
-                 coalesce(sum(labels IS NOT NULL), 0) AS labeled,
-                 coalesce(sum(label_count), 0) AS annotations,
-                 coalesce(sum(bytes), 0) AS bytes,
-                 coalesce(sum(error IS NOT NULL), 0) AS errors
-               FROM images WHERE dataset_id IN ({_marks(dataset_ids)})
-               GROUP BY dataset_id""",
+            f"SELECT dataset_id, {STATS_COLUMNS} FROM images"
+            f" WHERE dataset_id IN ({_marks(dataset_ids)}) GROUP BY dataset_id",
             dataset_ids,
         )
         return {row.pop("dataset_id"): row for row in rows}

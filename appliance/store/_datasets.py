@@ -22,6 +22,15 @@ _IMAGE_SORTS = {
     "labels-desc": "label_count DESC, id DESC",
 }
 IMAGE_SORTS = frozenset(_IMAGE_SORTS)
+#: A dataset's counts, aggregated over its images.
+STATS_COLUMNS = """count(*) AS images,
+    coalesce(sum(split = 'train'), 0) AS train,
+    coalesce(sum(split = 'val'), 0) AS val,
+    coalesce(sum(split = 'test'), 0) AS test,
+    coalesce(sum(labels IS NOT NULL), 0) AS labeled,
+    coalesce(sum(label_count), 0) AS annotations,
+    coalesce(sum(bytes), 0) AS bytes,
+    coalesce(sum(error IS NOT NULL), 0) AS errors"""
 
 
 class DatasetsMixin:
@@ -65,16 +74,7 @@ class DatasetsMixin:
 
     def dataset_stats(self, dataset_id: str) -> dict[str, Any]:
         row = self.query_one(
-            """SELECT count(*) AS images,
-                 coalesce(sum(split = 'train'), 0) AS train,
-                 coalesce(sum(split = 'val'), 0) AS val,
-                 coalesce(sum(split = 'test'), 0) AS test,
-                 coalesce(sum(labels IS NOT NULL), 0) AS labeled,
-                 coalesce(sum(label_count), 0) AS annotations,
-                 coalesce(sum(bytes), 0) AS bytes,
-                 coalesce(sum(error IS NOT NULL), 0) AS errors
-               FROM images WHERE dataset_id = ?""",
-            [dataset_id],
+            f"SELECT {STATS_COLUMNS} FROM images WHERE dataset_id = ?", [dataset_id]
         )
         return row or {}
 
