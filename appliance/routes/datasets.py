@@ -481,7 +481,7 @@ async def clone(request: Request):
     }
     db = services(request).db
     try:
-        row = db.clone_dataset(source, **fields)
+        row = await run_in_threadpool(db.clone_dataset, source, **fields)
     except sqlite3.IntegrityError:
         raise _taken(request, owner, slug) from None
     logger.info("dataset %s cloned into %s", source["id"], row["id"])
@@ -554,20 +554,26 @@ def _shift(removed: list[int], class_count: int) -> dict[int, int]:
 def _colors_without(dataset: dict, names: list[str]) -> dict:
     details = dataset.get("details") or {}
     colors = details.get("classColors") or {}
-    return {k: v for k, v in colors.items() if k not in set(names)}
+    gone = set(names)
+    return {k: v for k, v in colors.items() if k not in gone}
 
 
-def _rewrite_classes(
+async def _rewrite_classes(
     request: Request, dataset: dict, removed: list[int], remap
 ) -> tuple[list[str], dict, int]:
     names = dataset["class_names"] or []
-    kept = [n for i, n in enumerate(names) if i not in set(removed)]
+    gone = set(removed)
+    kept = [n for i, n in enumerate(names) if i not in gone]
     colors = _colors_without(dataset, [names[i] for i in removed])
     details = {**(dataset.get("details") or {}), "classColors": colors}
     if not colors:
         details.pop("classColors")
-    changed = services(request).db.rewrite_labels(
-        dataset["id"], remap, class_names=kept, details=details
+    changed = await run_in_threadpool(
+        services(request).db.rewrite_labels,
+        dataset["id"],
+        remap,
+        class_names=kept,
+        details=details,
     )
     logger.warning(
         "dataset %s: class indices changed (%d images rewritten); exports and"
@@ -598,11 +604,11 @@ async def merge_classes(request: Request):
 
     def remap(labels: list[dict]) -> list[dict]:
         return [
-            {**label, "classId": index.get(label["classId"], label["classId"])}
+            {**label, "classId": index.get(label.get("classId"), label.get("classId"))}
             for label in labels
         ]
 
-    names, colors, _ = _rewrite_classes(request, dataset, sources, remap)
+    names, colors, _ = await _rewrite_classes(request, dataset, sources, remap)
     return reply(
         {
             "success": True,
@@ -630,12 +636,12 @@ async def delete_classes(request: Request):
         kept = [
             {**label, "classId": index[label["classId"]]}
             for label in labels
-            if label["classId"] in index
+            if label.get("classId") in index
         ]
         deleted += len(labels) - len(kept)
         return kept or None
 
-    names, colors, _ = _rewrite_classes(request, dataset, removed, remap)
+    names, colors, _ = await _rewrite_classes(request, dataset, removed, remap)
     return reply(
         {
             "success": True,
@@ -688,7 +694,9 @@ async def redistribute(request: Request):
     db = services(request).db
     if not db.dataset_stats(dataset["id"]).get("images"):
         raise Invalid("the dataset has no images to redistribute")
-    counts, modified = db.assign_splits(dataset["id"], _split_plan(percent, seed))
+    counts, modified = await run_in_threadpool(
+        db.assign_splits, dataset["id"], _split_plan(percent, seed)
+    )
     return reply({"success": True, "splits": counts, "modified": modified})
 
 
