@@ -346,6 +346,7 @@ def test_merge_keeps_every_annotation(world):
 
 def test_delete_classes_shifts_higher_ids_down(world):
     client, db, alice, cars = parts(world)
+    add_images(db, cars["id"], [{"name": "bg.jpg", "labels": []}])
     url = f"/api/datasets/{cars['id']}/classes/delete"
     client.patch(
         f"/api/datasets/{cars['id']}",
@@ -366,7 +367,9 @@ def test_delete_classes_shifts_higher_ids_down(world):
     assert after["a.jpg"] == [box(0), box(1)] and after["c.jpg"] == [box(1)]
     done = client.post(url, headers=alice, json={"classIds": [1]}).json()
     assert done["deletedAnnotations"] == 2
-    assert labels_of(db, cars["id"])["c.jpg"] is None  # nothing left: unlabelled
+    after = labels_of(db, cars["id"])
+    assert after["c.jpg"] is None  # nothing left: unlabelled
+    assert after["bg.jpg"] == []  # a background image was never this class's
 
 
 def test_redistribute_is_seeded_and_counts(world):

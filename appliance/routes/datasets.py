@@ -639,6 +639,8 @@ async def delete_classes(request: Request):
             if label.get("classId") in index
         ]
         deleted += len(labels) - len(kept)
+        if len(kept) == len(labels):
+            return kept  # nothing removed: a background image stays labelled
         return kept or None
 
     names, colors, _ = await _rewrite_classes(request, dataset, removed, remap)
