@@ -175,8 +175,9 @@ def dataset_extras(
     return out
 
 
-def trained_model_json(row: dict) -> dict[str, Any]:
-    """A model in GET .../models (models trained on a dataset)."""
+def trained_model_json(row: dict, *, seed: bool = False) -> dict[str, Any]:
+    """A model in GET .../models (models trained on a dataset); `seed` adds the
+    seed's field names beside the contract's."""
     out: dict[str, Any] = {
         "id": row["id"],
         "owner": row["owner"],
@@ -200,6 +201,14 @@ def trained_model_json(row: dict) -> dict[str, Any]:
         out["startedAt"] = row["started_at"]
     if row["completed_at"]:
         out["completedAt"] = row["completed_at"]
+    if seed:
+        out.update(
+            _id=row["id"],
+            slug=row["slug"],
+            projectId=row["project_id"],
+            projectSlug=row["project"],
+            username=row["owner"],
+        )
     return out
 
 

@@ -1,6 +1,7 @@
 """Every JSON response of the dataset, image and trash operations, successes
 and errors, checked against the contract's schema for its status, through the
-real app; the seed's id routes are checked against the same schemas."""
+real app; the seed's id routes too, where they answer in the contract's shapes
+(the seed's list and model entries add its own field names)."""
 
 from __future__ import annotations
 

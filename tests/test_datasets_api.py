@@ -88,6 +88,10 @@ def test_lists_show_what_the_caller_may_see(world):
     }
     one = client.get("/api/datasets?owner=alice&slug=cars", headers=alice).json()
     assert [d["dataset"] for d in one["datasets"]] == ["cars"]
+    assert (one["datasets"][0]["slug"], one["datasets"][0]["username"]) == (
+        "cars",
+        "alice",
+    )
     assert (
         client.get("/api/datasets?owner=alice&slug=cars", headers=bob).json()["total"]
         == 0
@@ -423,3 +427,17 @@ def test_models_trained_on_a_dataset(world):
         3,
         {"mAP50": 0.5},
     )
+    assert (model["_id"], model["projectSlug"]) == (model["id"], "p")  # seed names
+    by_slug = client.get("/api/datasets/alice/cars/models", headers=alice).json()
+    assert "_id" not in by_slug["models"][0]
+    secret = db.create_project(
+        owner_id=owner, slug="secret", name="S", visibility="private"
+    )
+    db.create_model(
+        project_id=secret["id"], slug="hidden", name="H", dataset_id=cars["id"]
+    )
+    db.update_dataset(cars["id"], visibility="public")
+    mine = client.get("/api/datasets/alice/cars/models", headers=alice).json()
+    assert mine["count"] == 2
+    seen = client.get("/api/datasets/alice/cars/models", headers=world["bob"]).json()
+    assert [m["model"] for m in seen["models"]] == ["m"]  # not bob's to see

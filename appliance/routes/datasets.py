@@ -216,7 +216,10 @@ async def list_seed(request: Request):
     else:
         owner = require_user(request)
     limit = q_int(request, "limit", 20, 1, 500)
-    return reply(_listing(request, owner, limit, params.get("slug") or None))
+    out = _listing(request, owner, limit, params.get("slug") or None)
+    for item in out["datasets"]:  # the seed's names beside the contract's
+        item.update(_id=item["id"], slug=item["dataset"], username=item["owner"])
+    return reply(out)
 
 
 async def retrieve(request: Request):
@@ -705,8 +708,9 @@ async def redistribute(request: Request):
 async def trained_models(request: Request):
     """Models trained on this dataset that the caller may see."""
     dataset = dataset_of(request)
+    seed = "dataset_id" in request.path_params
     models = [
-        trained_model_json(m)
+        trained_model_json(m, seed=seed)
         for m in services(request).db.models_trained_on(dataset["id"])
         if can_see(request, m["owner_id"], m["visibility"])
     ]
