@@ -441,3 +441,17 @@ def test_models_trained_on_a_dataset(world):
     assert mine["count"] == 2
     seen = client.get("/api/datasets/alice/cars/models", headers=world["bob"]).json()
     assert [m["model"] for m in seen["models"]] == ["m"]  # not bob's to see
+
+
+def test_trash_forgets_after_thirty_days(world):
+    client, db, alice, cars = parts(world)
+    client.delete("/api/datasets/alice/cars", headers=alice)
+    with db.atomic() as conn:
+        conn.execute(
+            "UPDATE datasets SET deleted_at = '2000-01-01T00:00:00.000Z' WHERE id = ?",
+            [cars["id"]],
+        )
+    body = {"id": cars["id"], "type": "dataset"}
+    assert client.post("/api/trash", headers=alice, json=body).status_code == 404
+    assert db.dataset(cars["id"]) is None
+    assert db.scalar("SELECT count(*) FROM images") == 0

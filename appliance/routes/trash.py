@@ -114,6 +114,7 @@ def _trashed(request: Request, body: dict) -> dict:
     kind = field(body, "type", str, required=True)
     if kind not in TYPES:
         raise Invalid(f"type must be one of: {', '.join(TYPES)}")
+    _purge_expired(request)
     dataset = (
         services(request).db.trashed_dataset(item_id) if kind == "dataset" else None
     )
