@@ -23,6 +23,7 @@ from .ratelimit import RateLimitMiddleware
 from .routes import (
     account,
     auth,
+    classes,
     datasets,
     explore,
     exports,
@@ -140,6 +141,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             *upload.routes,
             *files.routes,
             *images.routes,
+            *classes.routes,
             *datasets.routes,
             *trash.routes,
             *projects.routes,
