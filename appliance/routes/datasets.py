@@ -1,7 +1,7 @@
-"""Datasets: create, list, retrieve, update, trash, clone, ingest, class
-statistics and class edits, split redistribution, trained models. Both route
-families: the contract's owner/slug paths and the seed's dataset-id paths.
-Image operations live in routes/images.py."""
+"""Datasets: create, list, retrieve, update, trash, clone, ingest, export,
+trained models. Both route families: the contract's owner/slug paths and the
+seed's dataset-id paths. Classes and splits live in routes/classes.py, image
+operations in routes/images.py, the trash's own routes in routes/trash.py."""
 
 from __future__ import annotations
 
