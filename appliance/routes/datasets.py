@@ -448,6 +448,8 @@ async def update(request: Request):
         try:
             services(request).db.update_dataset(dataset["id"], **fields)
         except sqlite3.IntegrityError:
+            if "slug" not in fields:
+                raise
             owner = {"id": dataset["owner_id"], "username": dataset["owner"]}
             raise _taken(request, owner, fields["slug"]) from None
     return reply({"success": True, "dataset": fields.get("slug", dataset["slug"])})
