@@ -455,3 +455,50 @@ def test_trash_forgets_after_thirty_days(world):
     assert client.post("/api/trash", headers=alice, json=body).status_code == 404
     assert db.dataset(cars["id"]) is None
     assert db.scalar("SELECT count(*) FROM images") == 0
+
+
+def test_the_stock_sdk_drives_every_dataset_operation(world):
+    """The ultralytics-platform SDK, unchanged, against these routes."""
+    from ultralytics_platform import Platform
+    from ultralytics_platform._exceptions import APIError
+
+    client, db, alice, cars = parts(world)
+    key = alice["Authorization"].split()[1]
+    sdk = Platform(
+        base_url="http://testserver", api_key=key, http_client=client, max_retries=0
+    )
+    assert sdk.datasets.class_stats("alice", "cars")["classes"][1]["count"] == 3
+    page = sdk.datasets.images("alice", "cars", limit=2, sort="name-asc")
+    rest = sdk.datasets.images(
+        "alice", "cars", cursor=page["nextCursor"], sort="name-asc"
+    )
+    names = [i["name"] for i in page["images"] + rest["images"]]
+    assert names == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    ids = [i["id"] for i in page["images"]]
+    picked = sdk.datasets.selected_images("alice", "cars", image_ids=ids[:1])
+    assert picked["total"] == 1
+    image = sdk.images.retrieve(ids[0])
+    assert image["properties"]["filename"] == "a.jpg"
+    sdk.images.update(ids[0], body={"metadata": {"location": "strasbourg"}})
+    assert set(sdk.images.urls(image_ids=ids)["urls"]) == set(ids)
+    moved = sdk.images.update_bulk(image_ids=ids, split="test")
+    assert moved["modifiedCount"] == 2
+    merged = sdk.datasets.merge_classes(
+        "alice", "cars", source_class_ids=[2], target_class_id=1
+    )
+    assert merged["classNames"] == ["car", "bus"]
+    deleted = sdk.datasets.delete_classes("alice", "cars", class_ids=[0])
+    assert deleted["deletedAnnotations"] == 1
+    splits = sdk.datasets.redistribute_splits("alice", "cars", train=50, val=50, test=0)
+    assert splits["splits"] == {"train": 2, "val": 2, "test": 0}
+    assert sdk.datasets.models("alice", "cars")["count"] == 0
+    copy = sdk.datasets.clone("alice", "cars", owner_body="lab", name="Copy")
+    assert copy["imageCount"] == 4
+    with pytest.raises(APIError) as partial:
+        sdk.datasets.clone("alice", "cars", owner_body="lab", image_ids=ids)
+    assert partial.value.status_code == 400
+    assert sdk.datasets.update("alice", "cars", name="Autos")["dataset"] == "autos"
+    assert sdk.images.delete_bulk(image_ids=ids[1:])["deletedCount"] == 1
+    assert sdk.images.delete(ids[0])["deletedImageId"] == ids[0]
+    assert sdk.datasets.delete("alice", "autos") == {"success": True}
+    assert db.trashed_dataset(cars["id"]) is not None

@@ -464,11 +464,21 @@ async def delete(request: Request):
     return reply({"success": True})
 
 
+_CLONE_FIELDS = frozenset(
+    {"name", "dataset", "description", "visibility", "license", "owner"}
+)
+
+
 async def clone(request: Request):
     """Copy a dataset the caller may see, with its images and labels, into
     another workspace the caller edits (their own by default)."""
     source = dataset_of(request)
     body = await write_body(request)
+    unknown = sorted(set(body) - _CLONE_FIELDS)
+    if unknown:
+        raise Invalid(
+            f"this appliance clones whole datasets; unknown: {', '.join(unknown)}"
+        )
     owner = owner_for_write(request, field(body, "owner", str))
     if owner["id"] == source["owner_id"]:
         raise Invalid(

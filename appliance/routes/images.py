@@ -62,7 +62,7 @@ def _image_ids(body: dict, most: int) -> list[str]:
 
 def _filter(request: Request) -> ImageFilter:
     params = request.query_params
-    search = params.get("search") or None
+    search = params.get("search") or params.get("q") or None
     if search is not None and len(search) > 200:
         raise Invalid("search must be at most 200 characters")
     class_ids = None
