@@ -115,7 +115,9 @@ def image_detail_json(row: dict, dataset: dict) -> dict[str, Any]:
         "height": row["height"],
         "split": row["split"],
         "annotationCount": row["label_count"],
-        "classIds": sorted({label["classId"] for label in labels}),
+        "classIds": sorted(
+            {c for label in labels if isinstance(c := label.get("classId"), int)}
+        ),
         "bytes": row["bytes"],
         "region": REGION,
         "retainedByVersion": False,
