@@ -101,6 +101,22 @@ def thumbnail_segments(digest: str) -> tuple[str, str, str]:
     return ("thumbnails", digest[:2], f"{digest}.jpg")
 
 
+#: Annotations a listing previews per image; `labelsTruncated` says when more exist.
+PREVIEW_LABELS = 100
+
+
+def image_path(row: dict) -> str:
+    """The appliance path of an image's blob (sign it to hand it out)."""
+    return f"/files/images/{row['hash'][:2]}/{row['hash']}.{row['ext']}"
+
+
+def _preview(out: dict[str, Any], labels: list | None) -> None:
+    labels = labels or []
+    out["labels"] = labels[:PREVIEW_LABELS]
+    if len(labels) > PREVIEW_LABELS:
+        out["labelsTruncated"] = True
+
+
 def image_json(
     row: dict,
     signer: Signer,
@@ -111,7 +127,7 @@ def image_json(
     blobs: Any = None,
 ) -> dict[str, Any]:
     """`blobs`, when given, lets thumbnailUrl point at the stored thumbnail."""
-    path = f"/files/images/{row['hash'][:2]}/{row['hash']}.{row['ext']}"
+    path = image_path(row)
     thumb = path
     segments = thumbnail_segments(row["hash"])
     if blobs is not None and blobs.path(*segments).is_file():
@@ -133,7 +149,119 @@ def image_json(
     if image_urls:
         out["imageUrl"] = signer.url(path)
     if labels:
-        out["labels"] = row["labels"] or []
+        _preview(out, row["labels"])
+    return out
+
+
+def image_detail_json(row: dict, dataset: dict) -> dict[str, Any]:
+    """GET /api/images/{imageId}: the contract's Image."""
+    labels = row["labels"] or []
+    properties: dict[str, Any] = {
+        "id": row["id"],
+        "datasetId": row["dataset_id"],
+        "filename": row["name"],
+        "hash": row["hash"],
+        "extension": row["ext"],
+        "width": row["width"],
+        "height": row["height"],
+        "split": row["split"],
+        "annotationCount": row["label_count"],
+        "classIds": sorted(
+            {c for label in labels if isinstance(c := label.get("classId"), int)}
+        ),
+        "bytes": row["bytes"],
+        "region": REGION,
+        "retainedByVersion": False,
+        "createdAt": row["created_at"],
+        "error": row["error"],
+    }
+    if row.get("updated_at"):
+        properties["updatedAt"] = row["updated_at"]
+    return {
+        "metadata": row.get("metadata") or {},
+        "properties": properties,
+        "labels": labels,
+        "classNames": dataset["class_names"] or [],
+    }
+
+
+#: Dataset fields the contract shows that this appliance keeps in `details`.
+DETAIL_FIELDS = ("tags", "license", "format", "classColors", "iconColor", "iconLetter")
+
+
+def dataset_extras(
+    row: dict,
+    signer: Signer,
+    samples: list[dict] | None,
+    *,
+    image_urls: bool = False,
+    clone_count: int | None = None,
+) -> dict[str, Any]:
+    """The contract's optional dataset fields: presentation details, pose
+    keypoint shape, clone lineage and sample images."""
+    out: dict[str, Any] = {}
+    details = row.get("details") or {}
+    for key in DETAIL_FIELDS:
+        if key in details:
+            out[key] = details[key]
+    metadata = row.get("metadata") or {}
+    for key in ("kptShape", "flipIdx"):
+        if key in metadata:
+            out[key] = metadata[key]
+    if row.get("cloned_from"):
+        out["clonedFrom"] = row["cloned_from"]
+    if clone_count is not None:
+        out["cloneCount"] = clone_count
+    if samples is not None:
+        out["sampleImages"] = []
+        for image in samples:
+            sample: dict[str, Any] = {
+                "url": signer.url(image_path(image)),
+                "width": image["width"],
+                "height": image["height"],
+            }
+            if image_urls:
+                sample["imageUrl"] = sample["url"]
+            _preview(sample, image["labels"])
+            sample.pop("labelsTruncated", None)
+            out["sampleImages"].append(sample)
+    return out
+
+
+def trained_model_json(row: dict, *, seed: bool = False) -> dict[str, Any]:
+    """A model in GET .../models (models trained on a dataset); `seed` adds the
+    seed's field names beside the contract's."""
+    out: dict[str, Any] = {
+        "id": row["id"],
+        "owner": row["owner"],
+        "project": row["project"],
+        "model": row["slug"],
+        "name": row["name"],
+        "status": row["status"],
+        "metrics": _metrics_summary(row["metrics"]),
+        "createdAt": row["created_at"],
+    }
+    if row["task"]:
+        out["task"] = row["task"]
+    epochs = _as_int((row["train_args"] or {}).get("epochs"))
+    if epochs is not None and epochs >= 0:
+        out["epochs"] = epochs
+    if row["best_epoch"] is not None:
+        out["bestEpoch"] = row["best_epoch"]
+    if row["best_fitness"] is not None:
+        out["bestFitness"] = row["best_fitness"]
+    if row["started_at"]:
+        out["startedAt"] = row["started_at"]
+    if row["completed_at"]:
+        out["completedAt"] = row["completed_at"]
+    if seed:
+        out.update(
+            _id=row["id"],
+            slug=row["slug"],
+            projectId=row["project_id"],
+            projectSlug=row["project"],
+            username=row["owner"],
+        )
     return out
 
 

@@ -168,7 +168,7 @@ def _train_tiny(folder: Path, names) -> Path:
     return weights
 
 
-def add_images(app, dataset_id: str, images: list[dict]) -> list[dict]:
+def store_images(app, dataset_id: str, images: list[dict]) -> list[dict]:
     """Store real image bytes and their rows (name, data, split, labels) directly,
     as an ingest would; returns the rows in name order."""
     from PIL import Image
@@ -195,3 +195,33 @@ def add_images(app, dataset_id: str, images: list[dict]) -> list[dict]:
         )
     services.db.replace_images(dataset_id, rows, [], "setup")
     return services.db.all_images(dataset_id)
+
+
+def add_images(db, dataset_id: str, specs: list[dict], blobs=None) -> list[dict]:
+    """Images straight into a dataset (no ingest): each spec gives at least a
+    name; labels, split, width and height default. With `blobs`, a real small
+    JPEG is stored for each, so its signed URL serves bytes."""
+    rows = []
+    for n, spec in enumerate(specs):
+        data = jpeg_bytes(
+            size=(8, 8), color=(n * 40 % 256, n * 90 % 256, n * 150 % 256)
+        )
+        digest = blobs.put_image(data, "jpg")[0] if blobs else f"{n:032x}"
+        labels = spec.get("labels")
+        rows.append(
+            {
+                "hash": spec.get("hash", digest),
+                "ext": "jpg",
+                "name": spec["name"],
+                "width": spec.get("width", 64),
+                "height": spec.get("height", 48),
+                "bytes": spec.get("bytes", len(data)),
+                "split": spec.get("split", "train"),
+                "labels": labels,
+                "label_count": len(labels or []),
+            }
+        )
+    db.replace_images(dataset_id, rows, [], "test")
+    return db.query(
+        "SELECT * FROM images WHERE dataset_id = ? ORDER BY name", [dataset_id]
+    )

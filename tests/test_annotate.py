@@ -8,7 +8,7 @@ import shutil
 import time
 
 import pytest
-from conftest import add_images, make_app, train_tiny_detector
+from conftest import make_app, store_images, train_tiny_detector
 from contract import problems
 from PIL import Image, ImageDraw
 from starlette.testclient import TestClient
@@ -54,7 +54,7 @@ class World:
             class_names=list(class_names),
         )
         colours = [(220, 40, 40), (40, 220, 40)] * 3
-        self.images = add_images(
+        self.images = store_images(
             self.app,
             self.dataset["id"],
             [

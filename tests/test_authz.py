@@ -315,6 +315,90 @@ TABLE = [
         {"modelId": "ul://lab/proj/m"},
         "write",
     ),
+    # Dataset and image operations, both route families, and the trash.
+    ("GET", "/api/datasets", "/api/datasets?owner=lab", None, "anyone"),
+    *(
+        (method, f"{template}{tail}", f"{path}{tail}", body, level)
+        for template, path in (
+            (ID, "/api/datasets/{dataset}"),
+            (SLUG, "/api/datasets/lab/ds"),
+        )
+        for method, tail, body, level in (
+            ("PATCH", "", {"description": "x"}, "write"),
+            ("DELETE", "", None, "write"),
+            ("POST", "/clone", {}, "read"),
+            ("GET", "/class-stats", None, "read"),
+            (
+                "POST",
+                "/classes/merge",
+                {"sourceClassIds": [0], "targetClassId": 0},
+                "write",
+            ),
+            ("POST", "/classes/delete", {"classIds": [0]}, "write"),
+            (
+                "POST",
+                "/splits/redistribute",
+                {"train": 80, "val": 20, "test": 0},
+                "write",
+            ),
+            ("GET", "/models", None, "read"),
+            ("POST", "/images", {"imageIds": ["{image}"]}, "read"),
+        )
+    ),
+    (
+        "POST",
+        f"{ID}/images/urls",
+        "/api/datasets/{dataset}/images/urls",
+        {"hashes": ["a" * 32]},
+        "read",
+    ),
+    (
+        "PATCH",
+        f"{ID}/images/bulk",
+        "/api/datasets/{dataset}/images/bulk",
+        {"imageIds": ["{image}"], "split": "val"},
+        "write",
+    ),
+    (
+        "DELETE",
+        f"{ID}/images/bulk",
+        "/api/datasets/{dataset}/images/bulk",
+        {"imageIds": ["{image}"]},
+        "write",
+    ),
+    ("POST", "/api/images/urls", "/api/images/urls", {"imageIds": ["{image}"]}, "read"),
+    (
+        "PATCH",
+        "/api/images/bulk",
+        "/api/images/bulk",
+        {"imageIds": ["{image}"], "split": "val"},
+        "write",
+    ),
+    (
+        "DELETE",
+        "/api/images/bulk",
+        "/api/images/bulk",
+        {"imageIds": ["{image}"]},
+        "write",
+    ),
+    ("GET", "/api/images/{image_id}", "/api/images/{image}", None, "read"),
+    (
+        "PATCH",
+        "/api/images/{image_id}",
+        "/api/images/{image}",
+        {"metadata": {"a": 1}},
+        "write",
+    ),
+    ("DELETE", "/api/images/{image_id}", "/api/images/{image}", None, "write"),
+    ("GET", "/api/trash", "/api/trash?owner=lab", None, "member"),
+    (
+        "POST",
+        "/api/trash",
+        "/api/trash",
+        {"id": "{trashed}", "type": "dataset"},
+        "write",
+    ),
+    ("DELETE", "/api/trash", "/api/trash?owner=lab", {"all": True}, "write"),
 ]
 
 
@@ -348,6 +432,10 @@ def _world(home):
         "label_count": 0,
     }
     db.replace_images(dataset["id"], [image], [], "setup")
+    trashed = db.create_dataset(
+        owner_id=team["id"], slug="old", name="old", task="detect", visibility="private"
+    )
+    db.trash_dataset(trashed["id"])
     project = db.create_project(
         owner_id=team["id"], slug="proj", name="proj", visibility="private"
     )
@@ -385,6 +473,7 @@ def _world(home):
         invite=invite["id"],
         token="tok-123",
         extra=users["extra"]["id"],
+        trashed=trashed["id"],
     )
     return app, headers, ids
 
@@ -415,6 +504,8 @@ def _analysed(app, dataset_id):
 
 
 def _fill(value, ids):
+    if isinstance(value, list):
+        return [_fill(v, ids) for v in value]
     if isinstance(value, str):
         for key, real in ids.items():
             value = value.replace("{" + key + "}", real)

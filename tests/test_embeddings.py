@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import add_images, make_app, train_tiny_detector
+from conftest import make_app, store_images, train_tiny_detector
 from contract import problems
 from PIL import Image, ImageDraw
 from starlette.testclient import TestClient
@@ -125,7 +125,7 @@ class World:
             }
             for i, k in enumerate(self.kinds)
         ]
-        self.images = add_images(self.app, self.dataset["id"], items)
+        self.images = store_images(self.app, self.dataset["id"], items)
         self.kind_of = {
             row["name"]: self.kinds[int(row["name"][:3])] for row in self.images
         }

@@ -1,59 +1,135 @@
-"""Datasets: create, list, retrieve, ingest, images. Both route families: the
-contract's owner/slug paths and the seed's dataset-id paths."""
+"""Datasets: create, list, retrieve, update, trash, clone, ingest, export,
+trained models. Both route families: the contract's owner/slug paths and the
+seed's dataset-id paths. Classes and splits live in routes/classes.py, image
+operations in routes/images.py, the trash's own routes in routes/trash.py."""
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
 from ..archive import refuse_encrypted
 from ..errors import Conflict, Forbidden, Invalid, NotFound
-from ..ids import is_id
+from ..ids import SLUG_RE, is_id, slugify
 from ..ingest.classes import check_class_mapping
 from ..ingest.metadata import check_image_metadata
-from ..serialize import dataset_json, image_json
-from ..store._datasets import IMAGE_SORTS
+from ..serialize import (
+    REGION,
+    dataset_extras,
+    dataset_json,
+    trained_model_json,
+)
 from ..vision import TASKS
 from ..web import (
     can_edit,
     can_see,
+    display_name,
     field,
     json_body,
     owner_for_write,
     q_bool,
-    q_choice,
     q_int,
     reply,
     require_user,
     resource_fields,
+    role_in,
     services,
     visible_owner,
 )
 from .upload import finish_upload, upload_path
 
+logger = logging.getLogger(__name__)
+
 VISIBILITIES = ("public", "private")
 SPLITS = ("train", "val", "test")
 CONFLICT_POLICIES = ("skip", "keep_both", "replace")
+LICENSES = (
+    "None",
+    "CC0-1.0",
+    "PDM-1.0",
+    "CC-BY-2.5",
+    "CC-BY-4.0",
+    "CC-BY-NC-2.0",
+    "CC-BY-SA-4.0",
+    "CC-BY-NC-4.0",
+    "CC-BY-NC-SA-3.0",
+    "CC-BY-NC-SA-4.0",
+    "CC-BY-ND-4.0",
+    "CC-BY-NC-ND-4.0",
+    "Apache-2.0",
+    "MIT",
+    "AGPL-3.0",
+    "GPL-3.0",
+    "Research-Only",
+    "Other",
+)
+FORMATS = ("yolo", "coco", "raw", "ndjson")
+#: The contract's cap on class lists and class-id lists.
+MAX_CLASSES = 25_000
+#: Sample images shown with each dataset in lists and details.
+SAMPLES = 4
+MAX_METADATA_CHARS = 500_000
 
 
 def _dataset_out(request: Request, row: dict, *, detail: bool = False) -> dict:
     db = services(request).db
-    stats = db.dataset_stats(row["id"])
     versions = db.dataset_versions(row["id"]) if detail else None
-    return dataset_json(row, stats, detail=detail, versions=versions)
+    out = dataset_json(
+        row, db.dataset_stats(row["id"]), detail=detail, versions=versions
+    )
+    samples = db.samples_of([row["id"]], SAMPLES)[row["id"]]
+    out.update(
+        dataset_extras(
+            row,
+            services(request).signer,
+            samples,
+            clone_count=db.clone_count(row["id"]),
+        )
+    )
+    return out
+
+
+def _datasets_out(request: Request, rows: list[dict]) -> list[dict]:
+    """Many datasets for a list, with two queries for all of their counts and
+    samples rather than two per dataset."""
+    db = services(request).db
+    ids = [r["id"] for r in rows]
+    stats = db.stats_of(ids)
+    samples = (
+        db.samples_of(ids, SAMPLES)
+        if q_bool(request, "includeSamples", True)
+        else dict.fromkeys(ids)
+    )
+    image_urls = q_bool(request, "includeImageUrls", False)
+    signer = services(request).signer
+    out = []
+    for row in rows:
+        item = dataset_json(row, stats.get(row["id"], {}))
+        item.update(
+            dataset_extras(row, signer, samples[row["id"]], image_urls=image_urls)
+        )
+        out.append(item)
+    return out
 
 
 def find_dataset(request: Request, owner: str, slug: str | None = None) -> dict:
     """A dataset by id (seed routes) or by owner and slug (contract routes),
-    hidden with 404 from anyone who may not see it."""
+    hidden with 404 from anyone who may not see it, and while in the trash."""
     db = services(request).db
     if slug is None:
         row = db.dataset(owner) if is_id(owner) else None
     else:
         row = db.dataset_by_slug(visible_owner(request, owner)["id"], slug)
-    if row is None or not can_see(request, row["owner_id"], row["visibility"]):
+    if (
+        row is None
+        or row.get("deleted_at")
+        or not can_see(request, row["owner_id"], row["visibility"])
+    ):
         raise NotFound("Dataset not found")
     return row
 
@@ -96,7 +172,7 @@ async def create(request: Request):
             owner_id=owner["id"], task=task, class_names=class_names, **fields
         )
     except sqlite3.IntegrityError:
-        raise Conflict(f"Dataset {owner['username']}/{slug} already exists") from None
+        raise _taken(request, owner, slug) from None
     return reply(
         {
             "id": row["id"],
@@ -108,23 +184,45 @@ async def create(request: Request):
     )
 
 
+def _taken(request: Request, owner: dict, slug: str) -> Conflict:
+    name = f"{owner['username']}/{slug}"
+    if services(request).db.trashed_slug_taken(owner["id"], slug):
+        return Conflict(
+            f"Dataset {name} is in the trash: restore it or delete it permanently"
+        )
+    return Conflict(f"Dataset {name} already exists")
+
+
+def _listing(
+    request: Request, owner: dict, limit: int, slug: str | None = None
+) -> dict:
+    private = role_in(request, owner["id"]) is not None
+    rows, total = services(request).db.dataset_page(
+        owner["id"], private=private, limit=limit, slug=slug
+    )
+    return {"datasets": _datasets_out(request, rows), "total": total, "region": REGION}
+
+
 async def list_datasets(request: Request):
     """GET /api/datasets/{owner}: the owner's datasets the caller may see."""
     owner = visible_owner(request, request.path_params["owner"])
-    limit = q_int(request, "limit", 1000, 1, 1000)
-    db = services(request).db
-    rows = [
-        r
-        for r in db.datasets_of(owner["id"], 1_000_000)
-        if can_see(request, r["owner_id"], r["visibility"])
-    ]
-    return reply(
-        {
-            "datasets": [_dataset_out(request, r) for r in rows[:limit]],
-            "total": len(rows),
-            "region": "us",
-        }
-    )
+    return reply(_listing(request, owner, q_int(request, "limit", 1000, 1, 1000)))
+
+
+async def list_seed(request: Request):
+    """GET /api/datasets (seed): the datasets of `owner` (or `username`), by
+    default the caller's own; `slug` narrows the list to one dataset."""
+    params = request.query_params
+    name = params.get("owner") or params.get("username")
+    if name:
+        owner = visible_owner(request, name)
+    else:
+        owner = require_user(request)
+    limit = q_int(request, "limit", 20, 1, 500)
+    out = _listing(request, owner, limit, params.get("slug") or None)
+    for item in out["datasets"]:  # the seed's names beside the contract's
+        item.update(_id=item["id"], slug=item["dataset"], username=item["owner"])
+    return reply(out)
 
 
 async def retrieve(request: Request):
@@ -196,122 +294,256 @@ async def ingest_by_id(request: Request):
     return await _start_ingest(request, editable_dataset(request, dataset_id), body)
 
 
-def _search(request: Request) -> str | None:
-    value = request.query_params.get("search") or None
-    if value is not None and len(value) > 200:
-        raise Invalid("search must be at most 200 characters")
+# -- update, trash, clone ----------------------------------------------------
+
+_PATCHABLE = frozenset(
+    {
+        "starred",
+        "name",
+        "description",
+        "metadata",
+        "visibility",
+        "tags",
+        "classNames",
+        "classColors",
+        "format",
+        "task",
+        "license",
+        "iconColor",
+        "iconLetter",
+    }
+)
+
+
+async def write_body(request: Request) -> dict:
+    """A write's JSON body; a null is refused rather than read as absent."""
+    body = await json_body(request)
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        raise Invalid(f"{', '.join(nulls)} must not be null")
+    return body
+
+
+def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str | None:
+    value = field(body, name, str)
+    if value is not None and value not in choices:
+        raise Invalid(f"{name} must be one of: {', '.join(choices)}")
     return value
 
 
-async def images(request: Request):
-    """GET /api/datasets/{owner}/{dataset}/images, or /api/datasets/{id}/images."""
-    dataset = dataset_of(request)
-    limit = q_int(request, "limit", 50, 1, 5000)
-    offset = q_int(request, "offset", 0, 0, 10**9)
-    rows, total = services(request).db.list_images(
-        dataset["id"],
-        split=q_choice(request, "split", SPLITS, None),
-        has_label=q_bool(request, "hasLabel", None),
-        has_error=q_bool(request, "hasError", None),
-        search=_search(request),
-        sort=q_choice(request, "sort", IMAGE_SORTS, "newest"),
-        limit=limit,
-        offset=offset,
-    )
-    signer = services(request).signer
-    flags = {
-        "thumbnails": q_bool(request, "includeThumbnails", True),
-        "image_urls": q_bool(request, "includeImageUrls", False),
-        "labels": q_bool(request, "includeLabels", False),
-    }
-    stats = services(request).db.dataset_stats(dataset["id"])
-    out = {
-        "images": [
-            image_json(r, signer, blobs=services(request).blobs, **flags) for r in rows
-        ],
-        "total": total,
-        "hasMore": offset + len(rows) < total,
-        "classes": dataset["class_names"] or [],
-        "errorCount": stats.get("errors", 0),
-    }
-    if rows and out["hasMore"]:
-        out["nextCursor"] = rows[-1]["id"]
-    return reply(out)
+def _short(body: dict, name: str, most: int) -> str | None:
+    value = field(body, name, str)
+    if value is not None and len(value) > most:
+        raise Invalid(f"{name} must be at most {most} characters")
+    return value
 
 
-def _image(request: Request, dataset: dict) -> dict:
-    image = services(request).db.image_by_hash(
-        dataset["id"], request.path_params["hash"]
-    )
-    if image is None:
-        raise NotFound("Image not found")
-    return image
+def _metadata(body: dict, current: dict) -> dict:
+    """New custom metadata; the pose keys the appliance keeps there survive."""
+    metadata = field(body, "metadata", dict)
+    if any(len(key) > 128 for key in metadata):
+        raise Invalid("metadata keys must be at most 128 characters")
+    if len(json.dumps(metadata, separators=(",", ":"))) > MAX_METADATA_CHARS:
+        raise Invalid(f"metadata must be at most {MAX_METADATA_CHARS} characters")
+    kept = {k: current[k] for k in ("kptShape", "flipIdx") if k in current}
+    return {**kept, **metadata}
 
 
-def _checked_labels(body: dict, class_count: int) -> list[dict]:
-    labels = field(body, "labels", list, required=True)
-    clean = []
-    for n, label in enumerate(labels):
-        if not isinstance(label, dict):
-            raise Invalid(f"labels[{n}] must be an object")
-        class_id = field(label, "classId", int, required=True)
-        if not 0 <= class_id < max(class_count, 1):
-            raise Invalid(
-                f"labels[{n}].classId must be between 0 and {max(class_count, 1) - 1}"
-            )
-        bbox = field(label, "bbox", list, required=True)
-        if len(bbox) != 4 or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
-            for v in bbox
-        ):
-            raise Invalid(
-                f"labels[{n}].bbox must be [x_center, y_center, width, height] in 0..1"
-            )
-        if bbox[2] <= 0 or bbox[3] <= 0:
-            raise Invalid(f"labels[{n}].bbox must have a width and a height")
-        clean.append({"classId": class_id, "bbox": [round(float(v), 6) for v in bbox]})
+def _class_names(request: Request, body: dict, dataset: dict) -> list[str]:
+    """Renamed or added classes. Removing a class that labels use would leave
+    those labels pointing nowhere: that is what classes/delete is for."""
+    names = field(body, "classNames", list)
+    if len(names) > MAX_CLASSES:
+        raise Invalid(f"classNames holds at most {MAX_CLASSES} names")
+    clean = [display_name(n, f"classNames[{i}]") for i, n in enumerate(names)]
+    if len(set(clean)) != len(clean):
+        raise Invalid("classNames must not repeat a name")
+    used = services(request).db.class_counts(dataset["id"])
+    if used and max(cls for cls, *_ in used) >= len(clean):
+        raise Conflict(
+            "classNames would drop classes that labels use; remove classes with"
+            " classes/delete or classes/merge"
+        )
     return clean
 
 
-async def image_labels(request: Request):
-    dataset = dataset_of(request)
-    image = _image(request, dataset)
-    return reply(
-        {"labels": image["labels"] or [], "classNames": dataset["class_names"] or []}
-    )
+def _details(body: dict, current: dict) -> dict:
+    """The presentation fields the contract lists (tags, licence, format,
+    colours, icon), kept as given."""
+    details = dict(current)
+    tags = field(body, "tags", list)
+    if tags is not None:
+        if len(tags) > 50 or not all(isinstance(t, str) and len(t) <= 50 for t in tags):
+            raise Invalid("tags must be at most 50 strings of at most 50 characters")
+        details["tags"] = tags
+    colors = field(body, "classColors", dict)
+    if colors is not None:
+        if len(colors) > MAX_CLASSES or not all(
+            len(k) <= 128 and isinstance(v, str) and len(v) <= 7
+            for k, v in colors.items()
+        ):
+            raise Invalid("classColors maps class names to colours such as #a1b2c3")
+        details["classColors"] = colors
+    for name, value in (
+        ("license", _choice(body, "license", LICENSES)),
+        ("format", _choice(body, "format", FORMATS)),
+        ("iconColor", _short(body, "iconColor", 50)),
+        ("iconLetter", _short(body, "iconLetter", 2)),
+    ):
+        if value is not None:
+            details[name] = value
+    return details
 
 
-async def put_image_labels(request: Request):
+def check_settled(dataset: dict) -> None:
+    """Class indices must not change under a running ingest, which maps its
+    labels onto the classes it read when it started."""
+    if dataset["status"] == "processing":
+        raise Conflict(
+            "an ingest is running for this dataset; change its classes after"
+        )
+
+
+async def update(request: Request):
+    """PATCH a dataset. A new display name also renames the slug."""
     dataset = dataset_of(request, edit=True)
-    image = _image(request, dataset)
-    labels = _checked_labels(
-        await json_body(request), len(dataset["class_names"] or [])
-    )
-    services(request).db.set_image_labels(image["id"], labels)
-    return reply({"success": True, "labels": labels})
+    body = await write_body(request)
+    unknown = sorted(set(body) - _PATCHABLE)
+    if unknown:
+        raise Invalid(f"unknown fields: {', '.join(unknown)}")
+    if "starred" in body:
+        raise Invalid("this appliance does not keep stars")
+    fields: dict = {}
+    if "name" in body:
+        fields["name"] = display_name(body["name"])
+        fields["slug"] = slugify(fields["name"]) or dataset["slug"]
+    if "description" in body:
+        fields["description"] = _short(body, "description", 1000) or ""
+    if "visibility" in body:
+        fields["visibility"] = _choice(body, "visibility", VISIBILITIES)
+    if "metadata" in body:
+        fields["metadata"] = _metadata(body, dataset["metadata"] or {})
+    if "classNames" in body or "task" in body:
+        check_settled(dataset)
+    if "classNames" in body:
+        fields["class_names"] = _class_names(request, body, dataset)
+    task = _choice(body, "task", TASKS)
+    if task and task != dataset["task"]:
+        if services(request).db.dataset_stats(dataset["id"]).get("labeled"):
+            raise Conflict("the task of a dataset with labelled images cannot change")
+        fields["task"] = task
+    details = _details(body, dataset.get("details") or {})
+    if details != (dataset.get("details") or {}):
+        fields["details"] = details
+    if fields:
+        try:
+            services(request).db.update_dataset(dataset["id"], **fields)
+        except sqlite3.IntegrityError:
+            if "slug" not in fields:
+                raise
+            owner = {"id": dataset["owner_id"], "username": dataset["owner"]}
+            raise _taken(request, owner, fields["slug"]) from None
+    return reply({"success": True, "dataset": fields.get("slug", dataset["slug"])})
 
 
-async def delete_image(request: Request):
+async def delete(request: Request):
+    """Move a dataset to the trash: hidden everywhere, restorable for
+    TRASH_DAYS days through /api/trash."""
     dataset = dataset_of(request, edit=True)
-    services(request).db.delete_image(_image(request, dataset)["id"])
+    services(request).db.trash_dataset(dataset["id"])
+    logger.info("dataset %s moved to the trash", dataset["id"])
     return reply({"success": True})
+
+
+_CLONE_FIELDS = frozenset(
+    {"name", "dataset", "description", "visibility", "license", "owner"}
+)
+
+
+async def clone(request: Request):
+    """Copy a dataset the caller may see, with its images and labels, into
+    another workspace the caller edits (their own by default)."""
+    source = dataset_of(request)
+    body = await write_body(request)
+    unknown = sorted(set(body) - _CLONE_FIELDS)
+    if unknown:
+        raise Invalid(
+            f"this appliance clones whole datasets; unknown: {', '.join(unknown)}"
+        )
+    owner = owner_for_write(request, field(body, "owner", str))
+    if owner["id"] == source["owner_id"]:
+        raise Invalid(
+            "a dataset cannot be cloned into its own workspace; name another owner"
+        )
+    name = display_name(body["name"]) if "name" in body else source["name"]
+    slug = field(body, "dataset", str) or (
+        slugify(name) if "name" in body else source["slug"]
+    )
+    if not SLUG_RE.match(slug):
+        raise Invalid("dataset must be lower-case letters, digits and dashes (1-128)")
+    details = dict(source.get("details") or {})
+    if license_ := _choice(body, "license", LICENSES):
+        details["license"] = license_
+    fields = {
+        "owner_id": owner["id"],
+        "slug": slug,
+        "name": name,
+        "description": _short(body, "description", 1000) or source["description"],
+        "visibility": _choice(body, "visibility", VISIBILITIES) or "private",
+        "details": details,
+    }
+    db = services(request).db
+    try:
+        row = await run_in_threadpool(db.clone_dataset, source, **fields)
+    except sqlite3.IntegrityError:
+        raise _taken(request, owner, slug) from None
+    logger.info("dataset %s cloned into %s", source["id"], row["id"])
+    return reply(
+        {
+            "id": row["id"],
+            "owner": row["owner"],
+            "dataset": row["slug"],
+            "name": row["name"],
+            "imageCount": db.dataset_stats(row["id"]).get("images", 0),
+            "classCount": len(row["class_names"] or []),
+            "region": REGION,
+        },
+        201,
+    )
+
+
+async def trained_models(request: Request):
+    """Models trained on this dataset that the caller may see."""
+    dataset = dataset_of(request)
+    seed = "dataset_id" in request.path_params
+    models = [
+        trained_model_json(m, seed=seed)
+        for m in services(request).db.models_trained_on(dataset["id"])
+        if can_see(request, m["owner_id"], m["visibility"])
+    ]
+    return reply({"models": models, "count": len(models)})
 
 
 ID = "/api/datasets/{dataset_id:id}"
 SLUG = "/api/datasets/{owner}/{dataset}"
 
+#: Operations on one dataset, offered in both route families.
+_OPERATIONS = [
+    ("", "GET", retrieve),
+    ("", "PATCH", update),
+    ("", "DELETE", delete),
+    ("/clone", "POST", clone),
+    ("/models", "GET", trained_models),
+]
+
 # The seed's id routes come first: `{dataset_id:id}` never matches a username, so a
 # path is read as owner/slug only when its first segment is not an id.
 routes = [
+    Route("/api/datasets", list_seed, methods=["GET"]),
     Route("/api/datasets", create, methods=["POST"]),
     Route("/api/datasets/ingest", ingest_by_id, methods=["POST"]),
-    Route(ID, retrieve, methods=["GET"]),
-    Route(f"{ID}/images", images, methods=["GET"]),
-    Route(f"{ID}/images/{{hash}}", delete_image, methods=["DELETE"]),
-    Route(f"{ID}/images/{{hash}}/labels", image_labels, methods=["GET"]),
-    Route(f"{ID}/images/{{hash}}/labels", put_image_labels, methods=["PUT"]),
+    *(Route(f"{ID}{tail}", fn, methods=[m]) for tail, m, fn in _OPERATIONS),
     Route("/api/datasets/{owner}", list_datasets, methods=["GET"]),
-    Route(SLUG, retrieve, methods=["GET"]),
+    *(Route(f"{SLUG}{tail}", fn, methods=[m]) for tail, m, fn in _OPERATIONS),
     Route(f"{SLUG}/ingest", ingest, methods=["POST"]),
-    Route(f"{SLUG}/images", images, methods=["GET"]),
 ]

@@ -58,6 +58,7 @@ _FROM = {
         "SELECT d.*, u.username AS owner,"
         " (SELECT count(*) FROM images i WHERE i.dataset_id = d.id) AS item_count"
         " FROM datasets d JOIN users u ON u.id = d.owner_id"
+        " WHERE d.deleted_at IS NULL"
     ),
     "projects": (
         "SELECT p.*, u.username AS owner,"

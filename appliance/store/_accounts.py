@@ -151,7 +151,8 @@ class AccountsMixin:
                 "SELECT count(*) FROM projects WHERE owner_id = ?", [user_id]
             ),
             "datasets": self.scalar(
-                "SELECT count(*) FROM datasets WHERE owner_id = ?", [user_id]
+                "SELECT count(*) FROM datasets WHERE owner_id = ? AND deleted_at IS NULL",
+                [user_id],
             ),
             "models": self.scalar(
                 "SELECT count(*) FROM models JOIN projects p ON p.id = models.project_id"

@@ -22,6 +22,15 @@ _IMAGE_SORTS = {
     "labels-desc": "label_count DESC, id DESC",
 }
 IMAGE_SORTS = frozenset(_IMAGE_SORTS)
+#: A dataset's counts, aggregated over its images.
+STATS_COLUMNS = """count(*) AS images,
+    coalesce(sum(split = 'train'), 0) AS train,
+    coalesce(sum(split = 'val'), 0) AS val,
+    coalesce(sum(split = 'test'), 0) AS test,
+    coalesce(sum(labels IS NOT NULL), 0) AS labeled,
+    coalesce(sum(label_count), 0) AS annotations,
+    coalesce(sum(bytes), 0) AS bytes,
+    coalesce(sum(error IS NOT NULL), 0) AS errors"""
 
 
 class DatasetsMixin:
@@ -65,16 +74,7 @@ class DatasetsMixin:
 
     def dataset_stats(self, dataset_id: str) -> dict[str, Any]:
         row = self.query_one(
-            """SELECT count(*) AS images,
-                 coalesce(sum(split = 'train'), 0) AS train,
-                 coalesce(sum(split = 'val'), 0) AS val,
-                 coalesce(sum(split = 'test'), 0) AS test,
-                 coalesce(sum(labels IS NOT NULL), 0) AS labeled,
-                 coalesce(sum(label_count), 0) AS annotations,
-                 coalesce(sum(bytes), 0) AS bytes,
-                 coalesce(sum(error IS NOT NULL), 0) AS errors
-               FROM images WHERE dataset_id = ?""",
-            [dataset_id],
+            f"SELECT {STATS_COLUMNS} FROM images WHERE dataset_id = ?", [dataset_id]
         )
         return row or {}
 
@@ -175,12 +175,14 @@ class DatasetsMixin:
 
     def set_image_labels(self, image_id: str, labels: list[dict]) -> None:
         with self.atomic() as db:
+            _touch_dataset_of(db, image_id)
             db["images"].update(
                 image_id, {"labels": labels, "label_count": len(labels)}
             )
 
     def delete_image(self, image_id: str) -> None:
         with self.atomic() as db:
+            _touch_dataset_of(db, image_id)
             db.execute("DELETE FROM images WHERE id = ?", [image_id])
 
     def all_images(self, dataset_id: str) -> list[dict[str, Any]]:
@@ -194,3 +196,13 @@ class DatasetsMixin:
             " WHERE dataset_id = ? AND job_id = ? ORDER BY id",
             [dataset_id, job_id],
         )
+
+
+def _touch_dataset_of(db: Any, image_id: str) -> None:
+    """A change to an image is a change to its dataset (its `updated_at` keys
+    cached statistics)."""
+    db.execute(
+        "UPDATE datasets SET updated_at = ?"
+        " WHERE id = (SELECT dataset_id FROM images WHERE id = ?)",
+        [now(), image_id],
+    )

@@ -15,6 +15,7 @@ JSON_COLUMNS = frozenset(
         "environment",
         "training_error",
         "profile",
+        "details",
     }
 )
 
@@ -280,10 +281,21 @@ _DATASET_ANALYSES = [
     )""",
 ]
 
+_DATASET_OPS = [
+    "ALTER TABLE images ADD COLUMN updated_at TEXT",
+    "ALTER TABLE datasets ADD COLUMN deleted_at TEXT",
+    "ALTER TABLE datasets ADD COLUMN cloned_from TEXT",
+    "ALTER TABLE datasets ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
+    "CREATE INDEX images_dataset_created ON images (dataset_id, created_at, id)",
+    "CREATE INDEX models_dataset ON models (dataset_id)",
+    "CREATE INDEX images_errors ON images (dataset_id) WHERE error IS NOT NULL",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
     ("dataset versions", _VERSIONS),
     ("ingest formats: image metadata", _INGEST_FORMATS),
     ("dataset embeddings and layout", _DATASET_ANALYSES),
+    ("dataset and image operations, trash", _DATASET_OPS),
 ]

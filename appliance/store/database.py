@@ -14,6 +14,7 @@ from typing import Any
 import sqlite_utils
 
 from ._accounts import AccountsMixin
+from ._dataset_ops import DatasetOpsMixin
 from ._datasets import DatasetsMixin
 from ._embeddings import EmbeddingsMixin
 from ._jobs import JobsMixin
@@ -28,6 +29,7 @@ class Database(
     AccountsMixin,
     DatasetsMixin,
     ModelsMixin,
+    DatasetOpsMixin,
     JobsMixin,
     VersionsMixin,
     EmbeddingsMixin,
