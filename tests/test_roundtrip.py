@@ -102,7 +102,12 @@ def _content(api: Api, slug: str) -> dict:
         "classNames": dataset["classNames"],
         "kptShape": dataset.get("kptShape"),
         "images": [
-            (i["hash"], i["split"], i["labels"], i.get("metadata"))
+            (
+                i["hash"],
+                i["split"],
+                i["labels"],
+                api("GET", f"/api/images/{i['id']}")["metadata"],
+            )
             for i in api.images(slug)
         ],
     }
@@ -128,6 +133,7 @@ def test_export_then_reingest_gives_the_same_dataset(api, tmp_path, task):
     api("PATCH", f"/api/images/{first['id']}", json={"metadata": {"camera": "left"}})
     before = _content(api, "src")
     assert all(labels for _, _, labels, _ in before["images"]), before
+    assert {"camera": "left"} in [metadata for *_, metadata in before["images"]]
     if task == "pose":
         assert before["kptShape"] == [2, 3]
 
