@@ -55,32 +55,42 @@ class BlobStore:
     # -- writing -----------------------------------------------------------
 
     @contextmanager
-    def writer(self, target: Path) -> Iterator[BinaryIO]:
-        """Open a temporary file that becomes `target` only if the block succeeds."""
+    def writer(self, target: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
+        """Open a temporary file that becomes `target` only if the block succeeds.
+        With durable=False the data is not forced to disk here: the caller calls
+        `sync()` once before it records the files (many small files, one flush)."""
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, prefix="w-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 yield handle
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
             os.replace(tmp_name, target)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
-    def put_bytes(self, target: Path, data: bytes) -> Path:
-        with self.writer(target) as handle:
+    def put_bytes(self, target: Path, data: bytes, *, durable: bool = True) -> Path:
+        with self.writer(target, durable=durable) as handle:
             handle.write(data)
         return target
 
-    def put_image(self, data: bytes, ext: str) -> tuple[str, Path]:
+    def put_image(
+        self, data: bytes, ext: str, *, durable: bool = True
+    ) -> tuple[str, Path]:
         """Store image bytes under their content hash; identical content is stored once."""
         digest = content_hash(data)
         target = self.image_path(digest, ext)
         if not target.exists():
-            self.put_bytes(target, data)
+            self.put_bytes(target, data, durable=durable)
         return digest, target
+
+    @staticmethod
+    def sync() -> None:
+        """Force every written file to disk (after non-durable writes)."""
+        os.sync()
 
     def put_file(self, target: Path, source: Path) -> Path:
         with self.writer(target) as handle, open(source, "rb") as src:

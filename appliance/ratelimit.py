@@ -33,6 +33,12 @@ _CATEGORIES = [
     ("POST", re.compile(r"^/api/datasets/(ingest|[^/]+/[^/]+/ingest)$"), "upload"),
     ("POST", re.compile(r"^/api/integrations/local/[^/]+/ingest$"), "upload"),
     ("POST", re.compile(r"^/api/models/.+/predict$"), "predict"),
+    ("POST", re.compile(r"^/api/images/[^/]+/predict$"), "predict"),
+    (
+        "POST",
+        re.compile(r"^/api/datasets/([^/]+/)?[^/]+/(predict|annotate)$"),
+        "predict",
+    ),
     ("POST", re.compile(r"^/api/models/.+/exports$"), "export"),
     ("POST", re.compile(r"^/api/datasets/([^/]+/)?[^/]+/export$"), "export"),
     ("GET", re.compile(r"^/api/datasets/([^/]+/)?[^/]+/export$"), "export"),

@@ -21,6 +21,10 @@ def test_categories():
     assert category("POST", "/api/models/a/b/c/exports") == "export"
     assert category("GET", "/api/models/a/b/c/files") == "download"
     assert category("GET", "/api/datasets/a") == "default"
+    assert category("POST", "/api/images/" + "a" * 24 + "/predict") == "predict"
+    assert category("POST", "/api/datasets/" + "A" * 20 + "/predict") == "predict"
+    assert category("POST", "/api/datasets/lab/ds/annotate") == "predict"
+    assert category("POST", "/api/datasets/lab/ds/export") == "export"
 
 
 def test_per_key_categories_are_independent_and_say_when_to_retry(home):

@@ -8,9 +8,11 @@ nothing and returns the verdicts."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from ..store import Database
 from ..store.database import encode
 from . import classes, splits
 from .choose import choose_plan
-from .images import ImageRejected, normalise
+from .images import ImageRejected, NormalImage, normalise
 from .labels import LabelError
 from .layout import MAX_CLASSES
 from .plan import Context, Entry, MemberError, Plan
@@ -33,6 +35,8 @@ from .video import extract_frames
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
+#: Images decoded at once: Pillow releases the GIL while it decodes and encodes.
+NORMALISE_THREADS = 8
 
 
 @dataclass
@@ -71,26 +75,25 @@ class _Run:
             {"path": path, "verdict": verdict, "reason": reason, "detail": detail}
         )
 
-    def entry(self, entry: Entry) -> None:
+    def reads(self, entry: Entry) -> list[tuple[str, str, bytes]]:
+        """The images one entry holds, as (report path, name, bytes): one for an
+        image file, one per frame for a video, none when it cannot be read."""
         try:
             data = entry.read()
-            if entry.video:
-                frames = extract_frames(data, entry.name, self.blobs.tmp)
+            if not entry.video:
+                return [(entry.path, entry.name, data)]
+            frames = extract_frames(data, entry.name, self.blobs.tmp)
         except (MemberError, ImageRejected) as exc:
             self.verdict(entry.path, "rejected", exc.reason, exc.detail)
-            return
-        if not entry.video:
-            self.image(entry, entry.path, entry.name, data)
-            return
+            return []
         self.verdict(entry.path, "accepted", None, f"{len(frames)} frames taken")
-        for name, frame in frames:
-            self.image(entry, f"{entry.path}#{name}", name, frame)
+        return [(f"{entry.path}#{name}", name, frame) for name, frame in frames]
 
-    def image(self, entry: Entry, path: str, name: str, data: bytes) -> None:
-        try:
-            image = normalise(data, name)
-        except ImageRejected as exc:
-            self.verdict(path, "rejected", exc.reason, exc.detail)
+    def image(
+        self, entry: Entry, path: str, name: str, image: NormalImage | ImageRejected
+    ) -> None:
+        if isinstance(image, ImageRejected):
+            self.verdict(path, "rejected", image.reason, image.detail)
             return
         fixes = list(image.fixes)
         digest = content_hash(image.data)
@@ -105,10 +108,11 @@ class _Run:
         self.known.add(digest)
         labels, error = self._labels(entry, path, image.width, image.height, fixes)
         if not self.options.dry_run:
-            self.blobs.put_image(image.data, image.ext)
+            # Flushed to disk together before the rows are written (see run_ingest).
+            self.blobs.put_image(image.data, image.ext, durable=False)
             thumb = self.blobs.path(*thumbnail_segments(digest))
             if not thumb.exists():
-                self.blobs.put_bytes(thumb, image.thumbnail)
+                self.blobs.put_bytes(thumb, image.thumbnail, durable=False)
         if labels == [] and self.ctx.task != "classify":
             self.background += 1
         self.rows.append(
@@ -161,6 +165,38 @@ class _Run:
         return {**(entry.metadata or {}), **(given or {})}
 
 
+def _normalised(data: bytes, name: str) -> NormalImage | ImageRejected:
+    try:
+        return normalise(data, name)
+    except ImageRejected as exc:
+        return exc
+
+
+def _read_all(run: _Run, entries: list[Entry], progress: Progress) -> None:
+    """Read the entries in order (archives are read by one thread) while a pool
+    decodes and normalises the images; results are taken back in order, so the
+    report and the rows do not depend on the pool."""
+    workers = max(1, min(NORMALISE_THREADS, os.cpu_count() or 1))
+    pending: deque[tuple[Entry, str, str, Future]] = deque()
+
+    def settle(most: int) -> None:
+        while len(pending) > most:
+            entry, path, name, future = pending.popleft()
+            run.image(entry, path, name, future.result())
+
+    total = max(len(entries), 1)
+    with ThreadPoolExecutor(workers, thread_name_prefix="normalise") as pool:
+        for done, entry in enumerate(entries, start=1):
+            for path, name, data in run.reads(entry):
+                pending.append(
+                    (entry, path, name, pool.submit(_normalised, data, name))
+                )
+                settle(2 * workers)
+            if done % 25 == 0 or done == total:
+                progress(90.0 * done / total, f"read {done}/{total} files")
+        settle(0)
+
+
 def run_ingest(
     db: Database,
     blobs: BlobStore,
@@ -185,11 +221,7 @@ def run_ingest(
         run = _prepare(db, blobs, dataset, plan, task, options)
         for path, verdict, reason, detail in skipped + plan.verdicts:
             run.verdict(path, verdict, reason, detail)
-        total = max(len(plan.entries), 1)
-        for done, entry in enumerate(plan.entries, start=1):
-            run.entry(entry)
-            if done % 25 == 0 or done == total:
-                progress(90.0 * done / total, f"read {done}/{total} files")
+        _read_all(run, plan.entries, progress)
     notes = plan.notes + notes
     if plan.class_names is None:
         used = max(
@@ -208,6 +240,9 @@ def run_ingest(
         return summary
     fields = _dataset_fields(dataset, run, plan, summary, job_id, task, before)
     progress(95.0, "saving")
+    # The images were written without a flush each; one sync makes them durable
+    # before any row points at them.
+    blobs.sync()
     db.replace_images(
         dataset_id, run.rows, run.report, job_id, remove=run.replaced, **fields
     )
