@@ -249,6 +249,22 @@ def test_case_14_classify_index_built_once_by_name(store, tmp_path):
     assert "class b absent from val" in summary["warnings"]
 
 
+def test_case_5_classify_tree_with_notes_beside_it(store, tmp_path):
+    """Text files that are not named like an image (a README, a class list) do not
+    turn a classification tree into a YOLO upload."""
+    colors = iter([(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0)])
+    files = {
+        f"{split}/{c}/{split[0]}{c}.jpg": jpeg_bytes(color=next(colors))
+        for split in ("train", "val")
+        for c in "ab"
+    }
+    files.update({"README.txt": b"cats and dogs\n", "classes.txt": b"a\nb\n"})
+    summary, dataset, _ = ingest(store, tmp_path, files, "classify")
+    assert dataset["task"] == "classify" and dataset["class_names"] == ["a", "b"]
+    assert images(store, "classify")["vb.jpg"]["labels"] == [{"classId": 1}]
+    assert summary["added"] == 4
+
+
 def _pose_files(yaml_extra: bytes) -> dict[str, bytes]:
     files = base_files()
     files["ds/data.yaml"] = (

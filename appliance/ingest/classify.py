@@ -33,9 +33,18 @@ def _strip_common(parts: list[list[str]]) -> int:
     return shared
 
 
+def _stem(name: str) -> str:
+    return posixpath.splitext(posixpath.basename(name))[0]
+
+
 def find_tree(names: list[str]) -> tuple[str, int] | None:
-    """(layout, prefix depth) when the images form a classification tree."""
-    if any(n.endswith(".txt") for n in names):
+    """(layout, prefix depth) when the images form a classification tree. A
+    `.txt` named like an image is a YOLO label, so the upload is not a tree; a
+    README.txt or classes.txt beside the folders does not count."""
+    image_stems = {
+        _stem(n) for n in names if posixpath.splitext(n)[1].lower() in IMAGE_SUFFIXES
+    }
+    if any(n.endswith(".txt") and _stem(n) in image_stems for n in names):
         return None
     parts = _image_parts(names)
     if not parts:
