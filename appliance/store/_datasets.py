@@ -7,21 +7,6 @@ from typing import Any
 
 from ..ids import new_id, new_image_id, now
 
-_IMAGE_SORTS = {
-    "newest": "created_at DESC, id DESC",
-    "oldest": "created_at ASC, id ASC",
-    "name-asc": "name ASC, id ASC",
-    "name-desc": "name DESC, id DESC",
-    "size-asc": "bytes ASC, id ASC",
-    "size-desc": "bytes DESC, id DESC",
-    "width-asc": "width ASC, id ASC",
-    "width-desc": "width DESC, id DESC",
-    "height-asc": "height ASC, id ASC",
-    "height-desc": "height DESC, id DESC",
-    "labels-asc": "label_count ASC, id ASC",
-    "labels-desc": "label_count DESC, id DESC",
-}
-IMAGE_SORTS = frozenset(_IMAGE_SORTS)
 #: A dataset's counts, aggregated over its images.
 STATS_COLUMNS = """count(*) AS images,
     coalesce(sum(split = 'train'), 0) AS train,
@@ -132,40 +117,6 @@ class DatasetsMixin:
                 "SELECT hash FROM images WHERE dataset_id = ?", [dataset_id]
             )
         }
-
-    def list_images(
-        self,
-        dataset_id: str,
-        *,
-        split: str | None = None,
-        has_label: bool | None = None,
-        has_error: bool | None = None,
-        search: str | None = None,
-        sort: str = "newest",
-        limit: int = 50,
-        offset: int = 0,
-    ) -> tuple[list[dict[str, Any]], int]:
-        where, params = ["dataset_id = ?"], [dataset_id]
-        if split:
-            where.append("split = ?")
-            params.append(split)
-        if has_label is not None:
-            where.append("labels IS NOT NULL" if has_label else "labels IS NULL")
-        if has_error is not None:
-            where.append("error IS NOT NULL" if has_error else "error IS NULL")
-        if search:
-            pattern = (
-                search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            )
-            where.append("(name LIKE ? ESCAPE '\\' OR hash LIKE ? ESCAPE '\\')")
-            params += [f"%{pattern}%", f"{pattern}%"]
-        clause = " AND ".join(where)
-        total = self.scalar(f"SELECT count(*) FROM images WHERE {clause}", params)
-        rows = self.query(
-            f"SELECT * FROM images WHERE {clause} ORDER BY {_IMAGE_SORTS[sort]} LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        )
-        return rows, total
 
     def image_by_hash(self, dataset_id: str, digest: str) -> dict[str, Any] | None:
         return self.query_one(
