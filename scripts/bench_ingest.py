@@ -278,15 +278,23 @@ def bench_listing(client: TestClient, headers: dict, rows: int, repeats: int) ->
             print(f"  {label:42s} HTTP {status}")
             continue
         print(f"  {label:42s} {_percentiles(samples)}")
-    status, samples = time_get(
-        client, "/api/datasets/bench/big/class-stats", headers, repeats
-    )
+    stats = "/api/datasets/bench/big/class-stats"
+    cold = []
+    for n in range(max(1, repeats // 4)):
+        # A change to the dataset invalidates the cached statistics.
+        client.patch(
+            "/api/datasets/bench/big", json={"description": f"run {n}"}, headers=headers
+        )
+        status, samples = time_get(client, stats, headers, 1)
+        cold += samples
     if status in (404, 405):
         print(f"  class-stats: skipped, the route answers {status} on this build")
     elif status != 200:
         print(f"  class-stats: HTTP {status}")
     else:
-        print(f"  {'class-stats':42s} {_percentiles(samples)}")
+        print(f"  {'class-stats, computed (after a change)':42s} {_percentiles(cold)}")
+        status, samples = time_get(client, stats, headers, repeats)
+        print(f"  {'class-stats, cached':42s} {_percentiles(samples)}")
 
 
 def main(argv: list[str] | None = None) -> int:

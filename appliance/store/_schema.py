@@ -291,6 +291,13 @@ _DATASET_OPS = [
     "CREATE INDEX images_errors ON images (dataset_id) WHERE error IS NOT NULL",
 ]
 
+#: Image pages sort by these columns within a dataset; each index serves both
+#: directions and keeps a page of a 100k-image dataset from sorting all of it.
+_IMAGE_SORT_INDEXES = [
+    f"CREATE INDEX images_dataset_{column} ON images (dataset_id, {column}, id)"
+    for column in ("name", "bytes", "label_count")
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
@@ -298,4 +305,5 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("ingest formats: image metadata", _INGEST_FORMATS),
     ("dataset embeddings and layout", _DATASET_ANALYSES),
     ("dataset and image operations, trash", _DATASET_OPS),
+    ("image sort indexes", _IMAGE_SORT_INDEXES),
 ]
