@@ -74,6 +74,18 @@ def _no_constants(name: str) -> None:
     raise Invalid(f"{name} is not a number JSON allows")
 
 
+#: SQLite stores 64-bit integers; a larger one in a body is a bad request, not a
+#: crash where it meets the database.
+_INT_LIMIT = 2**63
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if not -_INT_LIMIT <= value < _INT_LIMIT:
+        raise Invalid(f"the number {text[:24]}... is too large")
+    return value
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     """The request's JSON object, read with a size cap; NaN, Infinity and absurd
     nesting are refused as bad requests."""
@@ -88,7 +100,7 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        body = json.loads(raw, parse_constant=_no_constants)
+        body = json.loads(raw, parse_constant=_no_constants, parse_int=_bounded_int)
     except (ValueError, RecursionError):
         raise Invalid("request body is not valid JSON") from None
     if not isinstance(body, dict):

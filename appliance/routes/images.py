@@ -18,6 +18,7 @@ from starlette.routing import Route
 from .. import labels as label_rules
 from ..errors import Conflict, Forbidden, Invalid, NotFound
 from ..ids import IMAGE_ID_RE
+from ..ingest.layout import MAX_CLASSES
 from ..serialize import image_detail_json, image_json, image_path
 from ..store._dataset_ops import IMAGE_ORDER, ImageFilter
 from ..web import (
@@ -71,6 +72,8 @@ def _filter(request: Request) -> ImageFilter:
         if len(raw) > 1000 or not _CLASS_IDS.match(raw):
             raise Invalid("classIds must be comma-separated class ids")
         class_ids = [int(c) for c in raw.split(",")] if raw else []
+        if any(c >= MAX_CLASSES for c in class_ids):
+            raise Invalid(f"classIds must be below {MAX_CLASSES}")
     return ImageFilter(
         split=q_choice(request, "split", SPLITS, None),
         has_label=q_bool(request, "hasLabel", None),
@@ -162,8 +165,7 @@ def _page_reply(request: Request, dataset: dict, rows: list[dict]) -> dict:
     errors = services(request).db.error_count(dataset["id"])
     return {
         "images": [
-            image_json(r, signer, blobs=services(request).blobs, **flags)
-            for r in rows
+            image_json(r, signer, blobs=services(request).blobs, **flags) for r in rows
         ],
         "classes": dataset["class_names"] or [],
         "errorCount": errors,

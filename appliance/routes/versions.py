@@ -22,6 +22,7 @@ from ..web import Services, field, json_body, reply, services
 from .datasets import ID, SLUG, dataset_of
 
 MAX_DESCRIPTION = 200
+MAX_VERSION = 10**9
 
 
 def _number(value: object, name: str) -> int:
@@ -32,6 +33,8 @@ def _number(value: object, name: str) -> int:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise Invalid(f"{name} must be a positive integer")
+    if value > MAX_VERSION:
+        raise Invalid(f"{name} must be at most {MAX_VERSION}")
     return value
 
 
