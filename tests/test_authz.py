@@ -326,7 +326,7 @@ TABLE = [
         for method, tail, body, level in (
             ("PATCH", "", {"description": "x"}, "write"),
             ("DELETE", "", None, "write"),
-            ("POST", "/clone", {}, "read"),
+            ("POST", "/clone", {}, "write"),
             ("GET", "/class-stats", None, "read"),
             (
                 "POST",

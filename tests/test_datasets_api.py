@@ -269,6 +269,39 @@ def test_clone_copies_into_another_workspace(world):
     assert nowhere.status_code == 404
 
 
+def test_private_datasets_are_cloned_by_editors_only(world):
+    """A team viewer sees a private dataset but may not copy it out of the team;
+    a public one anyone signed in may clone."""
+    client, db, alice, _ = parts(world)
+    lab = db.user_by_name("lab")
+    bob = db.user_by_name("bob")
+    db.set_membership(lab["id"], bob["id"], "viewer")
+    secret = db.create_dataset(
+        owner_id=lab["id"], slug="secret", name="S", task="detect", visibility="private"
+    )
+    add_images(db, secret["id"], [{"name": "a.jpg"}])
+    assert (
+        client.get("/api/datasets/lab/secret", headers=world["bob"]).status_code == 200
+    )
+    denied = client.post(
+        "/api/datasets/lab/secret/clone", headers=world["bob"], json={}
+    )
+    assert denied.status_code == 403 and denied.headers["x-error-code"] == "FORBIDDEN"
+    db.set_membership(lab["id"], bob["id"], "editor")
+    allowed = client.post(
+        "/api/datasets/lab/secret/clone", headers=world["bob"], json={}
+    )
+    assert allowed.status_code == 201 and allowed.json()["owner"] == "bob"
+    db.set_membership(lab["id"], bob["id"], "viewer")
+    client.patch(
+        "/api/datasets/lab/secret", headers=alice, json={"visibility": "public"}
+    )
+    again = client.post(
+        "/api/datasets/lab/secret/clone", headers=world["bob"], json={"dataset": "s2"}
+    )
+    assert again.status_code == 201, again.text
+
+
 def test_class_stats_count_cache_and_sample(world, monkeypatch):
     client, _, alice, cars = parts(world)
     stats = client.get("/api/datasets/alice/cars/class-stats", headers=alice).json()

@@ -461,9 +461,14 @@ _CLONE_FIELDS = frozenset(
 
 
 async def clone(request: Request):
-    """Copy a dataset the caller may see, with its images and labels, into
-    another workspace the caller edits (their own by default)."""
+    """Copy a dataset, with its images and labels, into another workspace the
+    caller edits (their own by default). A public dataset may be cloned by
+    anyone signed in; a private one only by its workspace's editors, so a viewer
+    cannot carry a team's private data off into a workspace of their own."""
+    require_user(request)
     source = dataset_of(request)
+    if source["visibility"] != "public" and not can_edit(request, source["owner_id"]):
+        raise Forbidden("only editors of its workspace may clone a private dataset")
     body = await write_body(request)
     unknown = sorted(set(body) - _CLONE_FIELDS)
     if unknown:
