@@ -13,7 +13,7 @@ CALLS = [
     ("GET", "/images?classIds={n}", None),
     ("GET", "/images?offset={n}", None),
     ("GET", "/export?v={n}", None),
-    ("GET", "/versions/compare?a={n}&b=1", None),
+    ("GET", "/versions/compare?base={n}&head=1", None),
     ("GET", "/images/clustering?offset={n}", None),
     ("POST", "/restore", {"version": HUGE}),
     ("PATCH", "/export", {"version": HUGE, "description": "x"}),

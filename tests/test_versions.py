@@ -17,6 +17,7 @@ import yaml
 from conftest import jpeg_bytes, make_app
 from contract import problems
 from starlette.testclient import TestClient
+from ultralytics_platform import Platform
 
 from appliance import ndjson
 from appliance.demo import free_port
@@ -529,8 +530,10 @@ def test_export_lines_carry_pose_shape_and_image_metadata(client):
     }
 
 
-def test_compare_counts_image_and_class_changes(client):
-    """An extension: the contract defines no comparison."""
+def test_compare_in_the_sdk_shape(client):
+    """The stock SDK's `datasets.compare(base=, head=)`: items added, removed,
+    modified or moved, a summary and a preview on the first page; with `hash`,
+    one image as each version stores it."""
     dataset = add_dataset(client.app, "detect")
     base = f"/api/datasets/{dataset['id']}"
     client.post(f"{base}/export")
@@ -538,33 +541,48 @@ def test_compare_counts_image_and_class_changes(client):
     images = db.all_images(dataset["id"])
     db.set_image_labels(images[0]["id"], [])
     db.delete_image(images[3]["id"])
+    db.move_images(dataset["id"], [images[1]["id"]], "test", None)
+    db.update_dataset(dataset["id"], class_names=["a", "bee"])
     client.post(f"{base}/export")
 
-    got = client.get(f"{base}/versions/compare", params={"a": 1, "b": 2})
-    assert got.status_code == 200, got.text
-    body = got.json()
-    assert body["images"] == {"added": 0, "removed": 1, "changed": 1, "unchanged": 2}
-    assert body["annotations"] == {"a": 4, "b": 2}
-    assert body["classes"] == [
-        {"name": "a", "a": 2, "b": 1, "delta": -1},
-        {"name": "b", "a": 2, "b": 1, "delta": -1},
-    ]
-    current = client.get(
-        "/api/datasets/alice/detect/versions/compare", params={"a": 2}
-    ).json()
-    assert (current["a"], current["b"], current["images"]["unchanged"]) == (2, None, 3)
-    flipped = client.get(f"{base}/versions/compare", params={"a": "current", "b": 1})
-    assert flipped.json()["images"] == {
-        "added": 1,
-        "removed": 0,
-        "changed": 1,
-        "unchanged": 2,
-    }
-    assert client.get(f"{base}/versions/compare").status_code == 400
-    assert (
-        client.get(f"{base}/versions/compare", params={"a": 1, "b": 9}).status_code
-        == 404
+    sdk = Platform(
+        base_url="http://testserver",
+        api_key=client.headers["Authorization"].split()[1],
+        http_client=client,
+        max_retries=0,
     )
+    body = sdk.datasets.compare("alice", "detect", base=1, head=2)
+    assert problems_free(body)
+    changes = {(i["name"], i["change"]) for i in body["items"]}
+    assert changes == {
+        (images[0]["name"], "modified"),
+        (images[1]["name"], "moved"),
+        (images[3]["name"], "removed"),
+    }
+    summary = body["summary"]
+    assert (summary["added"], summary["removed"], summary["modified"]) == (0, 1, 1)
+    assert summary["moved"] == 1 and summary["labelsRemoved"] == 2
+    assert summary["header"]["classesRenamed"] == [{"from": "b", "to": "bee"}]
+    assert summary["header"]["changed"] == ["classNames"]
+    first = body["items"][0]
+    assert body["preview"][1] is None and first["change"] == "removed"
+
+    one = sdk.datasets.compare("alice", "detect", base=1, head=2, hash=first["hash"])
+    assert one["versions"][0]["images"][0]["name"] == first["name"]
+    assert one["versions"][1] is None
+    now = client.get(f"{base}/versions/compare", params={"base": 2}).json()
+    assert now["items"] == [] and now["summary"]["modified"] == 0
+    assert client.get(f"{base}/versions/compare").status_code == 400
+    missing = client.get(f"{base}/versions/compare", params={"base": 1, "head": 9})
+    assert missing.status_code == 404
+    bad = client.get(f"{base}/versions/compare", params={"base": 1, "cursor": "x"})
+    assert bad.status_code == 400
+
+
+def problems_free(body: dict) -> bool:
+    """Every item carries the fields the SDK's type names."""
+    keys = {"hash", "name", "ext", "change", "fields", "labelsAdded", "labelsRemoved"}
+    return all(keys <= set(item) for item in body["items"])
 
 
 def test_version_creation_and_download_count_as_exports():

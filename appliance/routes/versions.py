@@ -8,6 +8,7 @@ GET .../versions/compare is an extension: the contract has no comparison."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from .. import ndjson
 from ..errors import Conflict, Invalid, NotFound
+from ..serialize import image_path
 from ..web import Services, field, json_body, reply, services
 from .datasets import ID, SLUG, dataset_of
 
@@ -175,87 +177,211 @@ async def restore(request: Request):
     return reply({"version": number, "imageCount": count})
 
 
-def _class_counts(names: list[str], images: list[dict]) -> Counter:
-    """Annotations per class name (names, not indices: indices shift when a
-    class is deleted)."""
-    counts: Counter = Counter()
-    for image in images:
-        for label in image["labels"] or []:
-            cid = label["classId"]
-            counts[names[cid] if 0 <= cid < len(names) else f"class{cid}"] += 1
-    return counts
-
-
-def _side(svc: Services, dataset: dict, raw: str | None, name: str):
-    """(version number or None, class names, images) of a version, or of the
-    current dataset ("current", the default)."""
-    if raw in (None, "", "current"):
-        return None, dataset["class_names"] or [], svc.db.all_images(dataset["id"])
-    version = _version(svc, dataset, _number(raw, name))
-    names = version["class_names"] or []
-    return version["version"], names, svc.db.version_images(version["id"])
-
-
-def _keyed(names: list[str], images: list[dict]) -> dict:
-    """Images by (content hash, name), each with what a change would touch."""
-    out = {}
-    for image in images:
-        labels = [
-            {**label, "class": names[label["classId"]]}
-            if 0 <= label["classId"] < len(names)
-            else label
-            for label in image["labels"] or []
-        ]
-        state = (image["split"], repr(labels), repr(image.get("metadata")))
-        out[(image["hash"], image["name"])] = state
-    return out
+COMPARE_PAGE = 100
+_CHANGE_ORDER = {"added": 0, "removed": 1, "modified": 2, "moved": 3}
 
 
 async def compare(request: Request):
-    """GET .../versions/compare?a=1&b=2: images added, removed and changed from
-    a to b, annotations per class name. Either side may be `current` (b is by
-    default), the dataset as it is now."""
+    """GET .../versions/compare?base=1&head=2, in the stock SDK's shape: the
+    images added, removed, modified or moved from base to head, a summary on the
+    first page with a preview of the first changed image, paged by `cursor`; or,
+    with `hash`, that one image as each side stores it. `head` defaults to the
+    dataset as it is now (an extension, reported as version 0)."""
     dataset = dataset_of(request)
-    if "a" not in request.query_params:
-        raise Invalid("a is required: the version to compare from")
     query = request.query_params
+    if "base" not in query:
+        raise Invalid("base is required: the version to compare from")
+    cursor = query.get("cursor") or "0"
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 9:
+        raise Invalid("cursor is not one this comparison gave out")
     body = await run_in_threadpool(
-        _compare, services(request), dataset, query["a"], query.get("b")
+        _compare,
+        services(request),
+        dataset,
+        (query["base"], query.get("head")),
+        int(cursor),
+        query.get("hash"),
     )
     return reply(body)
 
 
-def _compare(svc: Services, dataset: dict, raw_a: str, raw_b: str | None) -> dict:
-    number_a, names_a, images_a = _side(svc, dataset, raw_a, "a")
-    number_b, names_b, images_b = _side(svc, dataset, raw_b, "b")
-    old, new = _keyed(names_a, images_a), _keyed(names_b, images_b)
-    counts_a = _class_counts(names_a, images_a)
-    counts_b = _class_counts(names_b, images_b)
-    named = [*names_b, *(n for n in names_a if n not in names_b)]
-    unnamed = sorted((set(counts_a) | set(counts_b)) - set(named))
-    classes = [
-        {
-            "name": name,
-            "a": counts_a[name],
-            "b": counts_b[name],
-            "delta": counts_b[name] - counts_a[name],
+def _side(svc: Services, dataset: dict, raw: str | None, name: str) -> dict:
+    """A version, or the current dataset ("current", the default), as the
+    comparison reads it: number, task, class names, metadata and images."""
+    if raw in (None, "", "current"):
+        return {
+            "version": 0,
+            "task": dataset["task"],
+            "classNames": dataset["class_names"] or [],
+            "metadata": dataset.get("metadata") or {},
+            "images": svc.db.all_images(dataset["id"]),
         }
-        for name in [*named, *unnamed]
-    ]
-    both = old.keys() & new.keys()
-    changed = sum(old[key] != new[key] for key in both)
+    version = _version(svc, dataset, _number(raw, name))
     return {
-        "a": number_a,
-        "b": number_b,
-        "images": {
-            "added": len(new.keys() - old.keys()),
-            "removed": len(old.keys() - new.keys()),
-            "changed": changed,
-            "unchanged": len(both) - changed,
-        },
-        "annotations": {"a": sum(counts_a.values()), "b": sum(counts_b.values())},
-        "classes": classes,
+        "version": version["version"],
+        "task": version["task"],
+        "classNames": version["class_names"] or [],
+        "metadata": version.get("metadata") or {},
+        "images": svc.db.version_images(version["id"]),
     }
+
+
+def _named_labels(names: list[str], image: dict) -> list[str]:
+    """An image's labels with class names for indices (indices shift when a
+    class is deleted), as comparable strings."""
+    out = []
+    for label in image["labels"] or []:
+        cid = label["classId"]
+        name = names[cid] if 0 <= cid < len(names) else f"class{cid}"
+        out.append(json.dumps({**label, "classId": name}, sort_keys=True))
+    return out
+
+
+def _changed_fields(old: dict, new: dict, before: Counter, after: Counter) -> list:
+    checks = (
+        ("labels", before != after),
+        ("metadata", (old.get("metadata") or {}) != (new.get("metadata") or {})),
+        ("size", (old["width"], old["height"]) != (new["width"], new["height"])),
+        ("name", old["name"] != new["name"]),
+        ("error", old.get("error") != new.get("error")),
+    )
+    return [name for name, changed in checks if changed]
+
+
+def _difference(base: dict, head: dict, old: dict | None, new: dict | None) -> dict:
+    """One image's change from base to head, or {} when it did not change."""
+    image = new or old
+    item = {"hash": image["hash"], "name": image["name"], "ext": image["ext"]}
+    if old is None or new is None:
+        labels = _named_labels((head if new else base)["classNames"], image)
+        item.update(
+            change="added" if new else "removed",
+            fields=[],
+            labelsAdded=len(labels) if new else 0,
+            labelsRemoved=0 if new else len(labels),
+        )
+    else:
+        before = Counter(_named_labels(base["classNames"], old))
+        after = Counter(_named_labels(head["classNames"], new))
+        fields = _changed_fields(old, new, before, after)
+        if not fields and old["split"] == new["split"]:
+            return {}
+        item.update(
+            change="modified" if fields else "moved",
+            fields=fields,
+            labelsAdded=sum((after - before).values()),
+            labelsRemoved=sum((before - after).values()),
+        )
+    if old is not None:
+        item["base"] = {"split": old["split"], "labelCount": old["label_count"]}
+    if new is not None:
+        item["head"] = {"split": new["split"], "labelCount": new["label_count"]}
+    return item
+
+
+def _header(base: dict, head: dict) -> dict:
+    """What changed in the dataset's own description between the sides."""
+    old, new = base["classNames"], head["classNames"]
+    renamed = [
+        {"from": a, "to": b}
+        for a, b in zip(old, new, strict=False)
+        if a != b and a not in new and b not in old
+    ]
+    gone, came = {r["from"] for r in renamed}, {r["to"] for r in renamed}
+    pairs = (
+        ("task", base["task"], head["task"]),
+        ("classNames", old, new),
+        (
+            "kptShape",
+            base["metadata"].get("kptShape"),
+            head["metadata"].get("kptShape"),
+        ),
+        ("flipIdx", base["metadata"].get("flipIdx"), head["metadata"].get("flipIdx")),
+    )
+    return {
+        "classesAdded": [n for n in new if n not in old and n not in came],
+        "classesRemoved": [n for n in old if n not in new and n not in gone],
+        "classesRenamed": renamed,
+        "changed": [name for name, a, b in pairs if a != b],
+    }
+
+
+def _view(svc: Services, side: dict, image: dict | None) -> dict | None:
+    """One image as a side stores it, with the side's task and classes."""
+    if image is None:
+        return None
+    url = svc.signer.url(image_path(image))
+    shown = {
+        "split": image["split"],
+        "name": image["name"],
+        "ext": image["ext"],
+        "width": image["width"],
+        "height": image["height"],
+        "labels": image["labels"] or [],
+        "labelCount": image["label_count"],
+        "imageUrl": url,
+        "thumbnailUrl": url,
+    }
+    if image.get("metadata"):
+        shown["metadata"] = image["metadata"]
+    view = {
+        "version": side["version"],
+        "task": side["task"],
+        "classNames": side["classNames"],
+        "images": [shown],
+    }
+    if side["metadata"].get("kptShape"):
+        view["kptShape"] = side["metadata"]["kptShape"]
+    return view
+
+
+def _summary(items: list[dict], base: dict, head: dict) -> dict:
+    counts = Counter(i["change"] for i in items)
+    return {
+        **{change: counts[change] for change in _CHANGE_ORDER},
+        "labelsAdded": sum(i["labelsAdded"] for i in items),
+        "labelsRemoved": sum(i["labelsRemoved"] for i in items),
+        "header": _header(base, head),
+    }
+
+
+def _compare(
+    svc: Services,
+    dataset: dict,
+    sides: tuple[str, str | None],
+    offset: int,
+    digest: str | None,
+) -> dict:
+    base = _side(svc, dataset, sides[0], "base")
+    head = _side(svc, dataset, sides[1], "head")
+    old = {image["hash"]: image for image in base["images"]}
+    new = {image["hash"]: image for image in head["images"]}
+    if digest is not None:
+        if digest not in old and digest not in new:
+            raise NotFound("neither side holds an image with this hash")
+        both = [_view(svc, base, old.get(digest)), _view(svc, head, new.get(digest))]
+        return {"versions": both}
+    # A renamed class does not make its labels changed: compare under new names.
+    renames = {r["from"]: r["to"] for r in _header(base, head)["classesRenamed"]}
+    as_head = {**base, "classNames": [renames.get(n, n) for n in base["classNames"]]}
+    items = [
+        item
+        for key in old.keys() | new.keys()
+        if (item := _difference(as_head, head, old.get(key), new.get(key)))
+    ]
+    items.sort(key=lambda i: (_CHANGE_ORDER[i["change"]], i["name"], i["hash"]))
+    out: dict = {"items": items[offset : offset + COMPARE_PAGE]}
+    if offset + COMPARE_PAGE < len(items):
+        out["nextCursor"] = str(offset + COMPARE_PAGE)
+    if offset == 0:
+        out["summary"] = _summary(items, base, head)
+        if items:
+            first = items[0]["hash"]
+            out["preview"] = [
+                _view(svc, base, old.get(first)),
+                _view(svc, head, new.get(first)),
+            ]
+    return out
 
 
 routes = [
