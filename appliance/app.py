@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -48,6 +49,7 @@ from .routes import (
 from .settings import Settings
 from .signing import Signer, load_secret
 from .store import Database
+from .sweep import sweep_all
 from .vision import Predictor
 from .web import Services
 
@@ -142,6 +144,12 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if run_queue:
             services.queue.start()
+            threading.Thread(
+                target=sweep_all,
+                args=(services.db, services.blobs),
+                name="sweep",
+                daemon=True,
+            ).start()
         logger.info(
             "appliance ready at %s (data home %s)", settings.base_url, settings.home
         )

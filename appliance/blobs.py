@@ -83,7 +83,10 @@ class BlobStore:
         """Store image bytes under their content hash; identical content is stored once."""
         digest = content_hash(data)
         target = self.image_path(digest, ext)
-        if not target.exists():
+        try:
+            # Already stored: mark it in use, so a sweep leaves it (see sweep.py).
+            os.utime(target)
+        except FileNotFoundError:
             self.put_bytes(target, data, durable=durable)
         return digest, target
 

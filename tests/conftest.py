@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -225,3 +226,53 @@ def add_images(db, dataset_id: str, specs: list[dict], blobs=None) -> list[dict]
     return db.query(
         "SELECT * FROM images WHERE dataset_id = ? ORDER BY name", [dataset_id]
     )
+
+
+class Api:
+    """A signed-in caller of the in-process app: JSON calls that assert their
+    status, dataset ingest that waits for the job, image listing and NDJSON."""
+
+    def __init__(self, client, key: str) -> None:
+        self.client = client
+        self.auth = {"Authorization": f"Bearer {key}"}
+
+    def __call__(self, method: str, path: str, status: int = 200, **kwargs) -> dict:
+        response = self.client.request(method, path, headers=self.auth, **kwargs)
+        assert response.status_code == status, response.text
+        return response.json()
+
+    def ingest(self, slug: str, filename: str, data: bytes, **options) -> dict:
+        session = self(
+            "POST",
+            "/api/upload/signed-url",
+            json=dataset_upload_body(filename, len(data), "application/octet-stream"),
+        )
+        assert self.client.put(session["uploadUrl"], content=data).status_code == 200
+        self(
+            "POST",
+            f"/api/datasets/alice/{slug}/ingest",
+            201,
+            json={"sessionId": session["sessionId"], **options},
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            dataset = self("GET", f"/api/datasets/alice/{slug}")["dataset"]
+            if dataset["status"] != "processing":
+                return dataset
+            time.sleep(0.05)
+        raise AssertionError("ingest did not finish")
+
+    def images(self, slug: str) -> list[dict]:
+        listed = self(
+            "GET",
+            f"/api/datasets/alice/{slug}/images?limit=1000&includeLabels=true"
+            "&includeThumbnails=false",
+        )
+        return sorted(listed["images"], key=lambda i: i["hash"])
+
+    def ndjson(self, slug: str, version: int | None = None) -> bytes:
+        query = f"?v={version}" if version else ""
+        url = self("GET", f"/api/datasets/alice/{slug}/export{query}")["downloadUrl"]
+        response = self.client.get(url)
+        assert response.status_code == 200
+        return response.content

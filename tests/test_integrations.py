@@ -249,7 +249,7 @@ def test_a_folder_and_an_archive_are_ingested_the_normal_way(client, storage):
     assert _wait_ready(client, "from-link")["imageCount"] == 4
 
     sessions = db.query("SELECT * FROM uploads ORDER BY created_at")
-    assert [s["status"] for s in sessions] == ["completed"] * 3
+    assert [s["status"] for s in sessions] == ["consumed"] * 3
     assert all(s["size"] == s["total_bytes"] > 0 for s in sessions)
 
 

@@ -4,10 +4,8 @@ keypoint shape and image metadata). Versions keep their own content."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from conftest import dataset_upload_body, jpeg_bytes, make_app, write_zip
+from conftest import Api, jpeg_bytes, make_app, write_zip
 from starlette.testclient import TestClient
 
 COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
@@ -46,53 +44,6 @@ def _classify_files() -> dict[str, bytes]:
         label = "cat" if n % 2 == 0 else "dog"
         files[f"{split}/{label}/{stem}.jpg"] = jpeg_bytes(color=COLORS[n])
     return files
-
-
-class Api:
-    def __init__(self, client: TestClient, key: str) -> None:
-        self.client = client
-        self.auth = {"Authorization": f"Bearer {key}"}
-
-    def __call__(self, method: str, path: str, status: int = 200, **kwargs) -> dict:
-        response = self.client.request(method, path, headers=self.auth, **kwargs)
-        assert response.status_code == status, response.text
-        return response.json()
-
-    def ingest(self, slug: str, filename: str, data: bytes, **options) -> dict:
-        session = self(
-            "POST",
-            "/api/upload/signed-url",
-            json=dataset_upload_body(filename, len(data), "application/octet-stream"),
-        )
-        assert self.client.put(session["uploadUrl"], content=data).status_code == 200
-        self(
-            "POST",
-            f"/api/datasets/alice/{slug}/ingest",
-            201,
-            json={"sessionId": session["sessionId"], **options},
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            dataset = self("GET", f"/api/datasets/alice/{slug}")["dataset"]
-            if dataset["status"] != "processing":
-                return dataset
-            time.sleep(0.05)
-        raise AssertionError("ingest did not finish")
-
-    def images(self, slug: str) -> list[dict]:
-        listed = self(
-            "GET",
-            f"/api/datasets/alice/{slug}/images?limit=1000&includeLabels=true"
-            "&includeThumbnails=false",
-        )
-        return sorted(listed["images"], key=lambda i: i["hash"])
-
-    def ndjson(self, slug: str, version: int | None = None) -> bytes:
-        query = f"?v={version}" if version else ""
-        url = self("GET", f"/api/datasets/alice/{slug}/export{query}")["downloadUrl"]
-        response = self.client.get(url)
-        assert response.status_code == 200
-        return response.content
 
 
 def _content(api: Api, slug: str) -> dict:

@@ -10,6 +10,7 @@ from ..errors import ApplianceError
 from ..gdpr import build_export
 from ..ingest import IngestOptions, run_ingest
 from ..signing import Signer, load_secret
+from ..sweep import forget_upload
 
 if TYPE_CHECKING:
     from .queue import JobQueue
@@ -66,6 +67,10 @@ def run_ingest_job(queue: JobQueue, job: dict) -> None:
         )
         return
     queue.finish(job["id"], "completed", result=summary)
+    if not options.dry_run:
+        # The archive is in the dataset now; the session cannot be ingested again.
+        queue.db.update_upload(args["sessionId"], status="consumed")
+        forget_upload(queue.blobs, args["sessionId"])
 
 
 def run_gdpr_export(queue: JobQueue, job: dict) -> None:

@@ -199,6 +199,7 @@ async def redistribute(request: Request):
     """Reassign every image to train, val and test by percentages that total
     100; the same seed (default 0) gives the same assignment."""
     dataset = dataset_of(request, edit=True)
+    check_settled(dataset, "redistribute its splits")
     body = await write_body(request)
     percent = {}
     for split in SPLITS:

@@ -395,13 +395,12 @@ def _details(body: dict, current: dict) -> dict:
     return details
 
 
-def check_settled(dataset: dict) -> None:
-    """Class indices must not change under a running ingest, which maps its
-    labels onto the classes it read when it started."""
+def check_settled(dataset: dict, change: str = "change its classes") -> None:
+    """Classes, splits and the dataset itself must not change under a running
+    ingest, which maps its labels onto the classes it read when it started and
+    writes its images when it ends."""
     if dataset["status"] == "processing":
-        raise Conflict(
-            "an ingest is running for this dataset; change its classes after"
-        )
+        raise Conflict(f"an ingest is running for this dataset; {change} after it")
 
 
 async def update(request: Request):
@@ -450,6 +449,7 @@ async def delete(request: Request):
     """Move a dataset to the trash: hidden everywhere, restorable for
     TRASH_DAYS days through /api/trash."""
     dataset = dataset_of(request, edit=True)
+    check_settled(dataset, "delete it")
     services(request).db.trash_dataset(dataset["id"])
     logger.info("dataset %s moved to the trash", dataset["id"])
     return reply({"success": True})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -21,6 +22,7 @@ from ..ids import IMAGE_ID_RE
 from ..ingest.layout import MAX_CLASSES
 from ..serialize import image_detail_json, image_json, image_path
 from ..store._dataset_ops import IMAGE_ORDER, ImageFilter
+from ..sweep import sweep_images
 from ..web import (
     can_edit,
     can_see,
@@ -301,9 +303,17 @@ async def patch_image(request: Request):
     )
 
 
+async def _free(request: Request, images: list[dict]) -> None:
+    """Remove the files of deleted images that nothing else uses any more."""
+    svc = services(request)
+    hashes = [image["hash"] for image in images]
+    await run_in_threadpool(sweep_images, svc.db, svc.blobs, hashes)
+
+
 async def delete_image(request: Request):
     image, dataset = _one_image(request, edit=True)
     services(request).db.delete_images(dataset["id"], [image["id"]])
+    await _free(request, [image])
     return reply({"success": True, "deletedImageId": image["id"], "deletedCount": 1})
 
 
@@ -357,8 +367,9 @@ async def bulk_move(request: Request):
 async def bulk_delete(request: Request):
     dataset = _named_dataset(request)
     ids = _image_ids(_only(await write_body(request), {"imageIds"}), MAX_BULK)
-    _, dataset = _batch(request, ids, dataset, edit=True)
+    rows, dataset = _batch(request, ids, dataset, edit=True)
     deleted = services(request).db.delete_images(dataset["id"], ids)
+    await _free(request, rows)
     return reply({"success": True, "deletedCount": deleted, "deletedImageIds": ids})
 
 
@@ -394,6 +405,7 @@ async def delete_by_hash(request: Request):
     dataset = dataset_of(request, edit=True)
     image = _image_by_hash(request, dataset)
     services(request).db.delete_images(dataset["id"], [image["id"]])
+    await _free(request, [image])
     return reply({"success": True})
 
 

@@ -8,12 +8,14 @@ import logging
 import math
 from datetime import UTC, datetime, timedelta
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
 from ..errors import Invalid, NotFound
 from ..ids import parse_time
 from ..serialize import REGION
+from ..sweep import sweep_dataset_files, sweep_images
 from ..web import (
     field,
     q_choice,
@@ -45,12 +47,39 @@ def _workspace(request: Request) -> dict:
     return owner
 
 
+def _hashes_of(request: Request, dataset_ids: list[str]) -> list[str]:
+    db = services(request).db
+    return [
+        row["hash"]
+        for dataset_id in dataset_ids
+        for row in db.query(
+            "SELECT DISTINCT hash FROM images WHERE dataset_id = ?", [dataset_id]
+        )
+    ]
+
+
+def _free(request: Request, hashes: list[str]) -> None:
+    """After datasets went for good: their image files that nothing else uses,
+    and their exports and analyses."""
+    svc = services(request)
+    sweep_images(svc.db, svc.blobs, hashes)
+    sweep_dataset_files(svc.db, svc.blobs)
+
+
 def _purge_expired(request: Request) -> None:
     cutoff = datetime.now(UTC) - timedelta(days=TRASH_DAYS)
     stamp = cutoff.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    gone = services(request).db.purge_expired_trash(stamp)
-    if gone:
-        logger.info("%d dataset(s) left the trash after %d days", gone, TRASH_DAYS)
+    db = services(request).db
+    expired = db.query(
+        "SELECT id FROM datasets WHERE deleted_at IS NOT NULL AND deleted_at < ?",
+        [stamp],
+    )
+    if not expired:
+        return
+    hashes = _hashes_of(request, [row["id"] for row in expired])
+    gone = db.purge_expired_trash(stamp)
+    _free(request, hashes)
+    logger.info("%d dataset(s) left the trash after %d days", gone, TRASH_DAYS)
 
 
 def _days_left(trashed_at: str) -> int:
@@ -133,7 +162,7 @@ async def restore(request: Request):
 
 async def delete_forever(request: Request):
     """Delete one trashed item, or (`{"all": true}`) the workspace's whole
-    trash, for good. Image blobs stay: other datasets may share them."""
+    trash, for good, with the image files no other dataset or version uses."""
     body = await write_body(request)
     db = services(request).db
     if "all" in body:
@@ -141,10 +170,17 @@ async def delete_forever(request: Request):
             raise Invalid('send {"all": true} alone to empty the trash')
         owner = _workspace(request)
         require_role(request, owner["id"], "editor", "Emptying the trash")
+        trashed = db.query(
+            "SELECT id FROM datasets WHERE owner_id = ? AND deleted_at IS NOT NULL",
+            [owner["id"]],
+        )
+        hashes = _hashes_of(request, [row["id"] for row in trashed])
         deleted = db.purge_datasets(owner_id=owner["id"])
     else:
         dataset = _trashed(request, body)
+        hashes = _hashes_of(request, [dataset["id"]])
         deleted = db.purge_datasets(owner_id=dataset["owner_id"], ids=[dataset["id"]])
+    await run_in_threadpool(_free, request, hashes)
     logger.info("%d dataset(s) deleted for good from the trash", deleted)
     return reply({"success": True, "deletedCount": deleted})
 

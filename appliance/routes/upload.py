@@ -162,6 +162,8 @@ def finish_upload(request: Request, session_id: str, user: dict) -> dict:
     session = svc.db.upload(session_id)
     if session is None or session["user_id"] != user["id"]:
         raise NotFound("upload session not found")
+    if session["status"] == "consumed":
+        raise Invalid("this upload was ingested already; upload the file again")
     if (
         parse_time(session["expires_at"]) < datetime.now(UTC)
         and session["status"] == "pending"
