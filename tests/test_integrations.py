@@ -277,3 +277,20 @@ def test_ingest_refuses_what_it_must(client, storage):
     db = client.app.state.services.db
     assert db.query("SELECT * FROM uploads") == []
     assert client.get("/api/datasets/alice/target").json()["dataset"]["imageCount"] == 0
+
+
+def test_a_local_ingest_takes_every_ingest_option(client, storage):
+    """A dry run from a local folder stores nothing, and class mapping applies,
+    as they do for an uploaded archive; unknown fields are refused."""
+    rid = root_id(storage.resolve())
+    ingest = f"/api/integrations/local/{rid}/ingest"
+    client.post("/api/datasets", json={"slug": "opts", "name": "opts"})
+    target = {"owner": "alice", "dataset": "opts", "key": "incoming/base"}
+    dry = client.post(ingest, json={**target, "dryRun": True})
+    assert dry.status_code == 201, dry.text
+    assert _wait_ready(client, "opts")["imageCount"] == 0
+    mapped = client.post(ingest, json={**target, "classMapping": {"a": "apple"}})
+    assert mapped.status_code == 201, mapped.text
+    assert _wait_ready(client, "opts")["classNames"][0] == "apple"
+    wrong = client.post(ingest, json={**target, "dryrun": True})
+    assert wrong.status_code == 400 and "dryrun" in wrong.json()["error"]

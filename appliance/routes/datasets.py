@@ -229,6 +229,20 @@ async def retrieve(request: Request):
     return reply({"dataset": _dataset_out(request, dataset_of(request), detail=True)})
 
 
+#: What an ingest body may say besides where the upload is.
+INGEST_OPTIONS = frozenset(
+    {
+        "conflictPolicy",
+        "targetSplit",
+        "classMapping",
+        "imageMetadata",
+        "dryRun",
+        "extendClasses",
+        "boxesAsPolygons",
+    }
+)
+
+
 async def _start_ingest(request: Request, dataset: dict, body: dict):
     user = require_user(request)
     svc = services(request)

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from ..archive import is_archive_name, is_junk
 from ..errors import Conflict, Invalid, NotFound, TooLarge
 from ..web import field, json_body, q_int, reply, require_user, services
-from .datasets import _start_ingest, editable_dataset
+from .datasets import INGEST_OPTIONS, _start_ingest, editable_dataset
 
 _BUCKET_ID = frozenset("0123456789abcdefABCDEF")
 _OFFLINE = "this appliance is offline and cannot reach"
@@ -227,11 +227,18 @@ def _stage(request: Request, source: Path, root: Path, target: Path) -> int:
     return target.stat().st_size
 
 
+_LOCAL_FIELDS = frozenset({"datasetId", "owner", "dataset", "key"})
+
+
 async def ingest_from_root(request: Request):
     """POST /api/integrations/local/{root_id}/ingest {datasetId | owner+dataset,
-    key, conflictPolicy?, targetSplit?}: ingest a file or folder under the root."""
+    key, and any option of a dataset ingest}: ingest a file or folder under the
+    root, exactly as an uploaded archive would be."""
     user = require_user(request)
     body = await json_body(request)
+    unknown = sorted(set(body) - _LOCAL_FIELDS - INGEST_OPTIONS)
+    if unknown:
+        raise Invalid(f"unknown fields: {', '.join(unknown)}")
     if body.get("datasetId") is not None:
         dataset = editable_dataset(request, field(body, "datasetId", str))
     else:
@@ -271,7 +278,7 @@ async def ingest_from_root(request: Request):
     svc.db.update_upload(session["id"], status="uploaded", size=size, total_bytes=size)
     ingest = {
         "sessionId": session["id"],
-        **{k: body[k] for k in ("conflictPolicy", "targetSplit") if k in body},
+        **{k: body[k] for k in INGEST_OPTIONS if k in body},
     }
     return await _start_ingest(request, dataset, ingest)
 
