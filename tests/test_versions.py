@@ -419,6 +419,10 @@ def test_current_export_says_honestly_whether_it_is_cached(client):
     lines = _lines(client, client.get(path).json()["downloadUrl"])
     assert lines[0]["type"] == "dataset" and len(lines) == 5
     assert [r["file"] for r in lines[1:]] == [f"img{n}.jpg" for n in range(4)]
+    db.update_dataset(dataset["id"], description="now described")
+    described = _ok(client.get(path), "GET", f"{SLUG}/export")
+    assert described["cached"] is False
+    assert _lines(client, described["downloadUrl"])[0]["description"] == "now described"
 
 
 def test_seed_id_routes_create_describe_and_restore(client):

@@ -8,6 +8,7 @@ GET .../versions/compare is an extension: the contract has no comparison."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -95,7 +96,14 @@ def _version_url(svc: Services, dataset: dict, version: dict) -> str:
 
 def _current_url(svc: Services, dataset: dict) -> tuple[str, bool]:
     images = svc.db.all_images(dataset["id"])
-    digest = ndjson.content_digest(dataset, images)
+    # The file's header carries the name and description too: a change to them
+    # is a different export, though not a different version.
+    header = (
+        ndjson.content_digest(dataset, images),
+        dataset["name"],
+        dataset["description"],
+    )
+    digest = hashlib.sha256(json.dumps(header).encode()).hexdigest()[:16]
     name = f"{dataset['slug']}.ndjson"
     target = svc.blobs.path("ndjson", dataset["id"], digest, name)
     cached = target.exists()
