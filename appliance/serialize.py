@@ -153,8 +153,11 @@ def image_json(
     return out
 
 
-def image_detail_json(row: dict, dataset: dict) -> dict[str, Any]:
-    """GET /api/images/{imageId}: the contract's Image."""
+def image_detail_json(
+    row: dict, dataset: dict, *, retained: bool = False
+) -> dict[str, Any]:
+    """GET /api/images/{imageId}: the contract's Image. `retained`: a saved
+    version of the dataset holds this image, so deleting it frees nothing."""
     labels = row["labels"] or []
     properties: dict[str, Any] = {
         "id": row["id"],
@@ -171,7 +174,7 @@ def image_detail_json(row: dict, dataset: dict) -> dict[str, Any]:
         ),
         "bytes": row["bytes"],
         "region": REGION,
-        "retainedByVersion": False,
+        "retainedByVersion": retained,
         "createdAt": row["created_at"],
         "error": row["error"],
     }

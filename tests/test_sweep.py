@@ -64,12 +64,16 @@ def test_a_version_keeps_a_deleted_images_file(world):
     api.ingest("v", "a.zip", archive)
     api("POST", "/api/datasets/alice/v/export", json={})
     first, second = api.images("v")[:2]
+    assert api("GET", f"/api/images/{first['id']}")["properties"]["retainedByVersion"]
     _age(svc.blobs.root)
     api("DELETE", f"/api/images/{first['id']}")
     assert f"{first['hash']}.jpg" in _image_files(svc.blobs)  # v1 holds it
     api("POST", "/api/datasets", 201, json={"dataset": "w", "name": "W"})
     api("DELETE", "/api/images/bulk", json={"imageIds": [second["id"]]})
     assert f"{second['hash']}.jpg" in _image_files(svc.blobs)
+    api.ingest("w", "a.zip", archive)  # the same pictures, in a dataset with no version
+    fresh = api.images("w")[0]["id"]
+    assert not api("GET", f"/api/images/{fresh}")["properties"]["retainedByVersion"]
 
 
 def test_recent_files_survive_a_sweep(world):

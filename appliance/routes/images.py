@@ -261,7 +261,8 @@ async def image_urls_by_hash(request: Request):
 
 async def get_image(request: Request):
     image, dataset = _one_image(request)
-    return reply(image_detail_json(image, dataset))
+    retained = services(request).db.retained_by_version(dataset["id"], image["hash"])
+    return reply(image_detail_json(image, dataset, retained=retained))
 
 
 def _metadata(body: dict) -> dict:

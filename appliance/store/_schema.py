@@ -306,4 +306,11 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("dataset embeddings and layout", _DATASET_ANALYSES),
     ("dataset and image operations, trash", _DATASET_OPS),
     ("image sort indexes", _IMAGE_SORT_INDEXES),
+    (
+        "image hashes across datasets and versions",
+        [
+            "CREATE INDEX images_hash ON images (hash)",
+            "CREATE INDEX version_images_hash ON dataset_version_images (hash)",
+        ],
+    ),
 ]

@@ -175,3 +175,14 @@ class VersionsMixin:
                 },
             )
         return len(rows)
+
+    def retained_by_version(self, dataset_id: str, digest: str) -> bool:
+        """Whether a saved version of the dataset holds an image with this hash."""
+        return bool(
+            self.scalar(
+                "SELECT count(*) FROM dataset_version_images vi"
+                " JOIN dataset_versions v ON v.id = vi.version_id"
+                " WHERE v.dataset_id = ? AND vi.hash = ?",
+                [dataset_id, digest],
+            )
+        )
