@@ -81,7 +81,7 @@ def test_dataset_create_retrieve_list(appliance):
     assert listed["total"] == 1 and listed["datasets"][0]["dataset"] == "cars"
     with pytest.raises(APIError) as dup:
         sdk.datasets.create(dataset="cars", name="Cars")
-    assert dup.value.status_code == 409
+    assert dup.value.status_code == 400  # the contract has no 409 for create
     with pytest.raises(APIError) as bad:
         sdk.datasets.create(dataset="Bad Slug!", name="x")
     assert bad.value.status_code == 400

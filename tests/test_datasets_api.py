@@ -193,7 +193,7 @@ def test_trash_hides_restores_and_deletes_for_good(world):
     again = client.post(
         "/api/datasets", headers=alice, json={"dataset": "cars", "name": "C"}
     )
-    assert again.status_code == 409 and "trash" in again.json()["error"]
+    assert again.status_code == 400 and "trash" in again.json()["error"]
     trash = client.get("/api/trash", headers=alice).json()
     assert [i["_id"] for i in trash["items"]] == [cars["id"]]
     assert (
@@ -262,11 +262,28 @@ def test_clone_copies_into_another_workspace(world):
         headers=alice,
         json={"owner": "lab", "name": "Copy"},
     )
-    assert twice.status_code == 409
+    assert twice.status_code == 400
     nowhere = client.post(
         f"/api/datasets/{cars['id']}/clone", headers=alice, json={"owner": "bob"}
     )
     assert nowhere.status_code == 404
+
+
+def test_create_checks_class_names_like_update(world):
+    client, _, alice, _ = parts(world)
+    for names in ([""], ["a", "a"], [" "], ["a\u0007"], [1]):
+        made = client.post(
+            "/api/datasets",
+            headers=alice,
+            json={"dataset": "n", "name": "N", "classNames": names},
+        )
+        assert made.status_code == 400, (names, made.text)
+    good = client.post(
+        "/api/datasets",
+        headers=alice,
+        json={"dataset": "n", "name": "N", "classNames": ["cat", "dog"]},
+    )
+    assert good.status_code == 201
 
 
 def test_private_datasets_are_cloned_by_editors_only(world):

@@ -163,9 +163,7 @@ async def create(request: Request):
     task = field(body, "task", str, default="detect")
     if task not in TASKS:
         raise Invalid(f"task must be one of: {', '.join(TASKS)}")
-    class_names = field(body, "classNames", list, default=[])
-    if not all(isinstance(n, str) for n in class_names):
-        raise Invalid("classNames must be a list of strings")
+    class_names = checked_class_names(field(body, "classNames", list, default=[]))
     slug = fields["slug"]
     try:
         row = services(request).db.create_dataset(
@@ -184,13 +182,15 @@ async def create(request: Request):
     )
 
 
-def _taken(request: Request, owner: dict, slug: str) -> Conflict:
+def _taken(request: Request, owner: dict, slug: str) -> Invalid:
+    """A slug in use: a bad request, as the contract's create and update answer
+    (its 409s are for other conflicts)."""
     name = f"{owner['username']}/{slug}"
     if services(request).db.trashed_slug_taken(owner["id"], slug):
-        return Conflict(
+        return Invalid(
             f"Dataset {name} is in the trash: restore it or delete it permanently"
         )
-    return Conflict(f"Dataset {name} already exists")
+    return Invalid(f"Dataset {name} already exists; choose another name")
 
 
 def _listing(
@@ -363,15 +363,20 @@ def _metadata(body: dict, current: dict) -> dict:
     return {**kept, **metadata}
 
 
-def _class_names(request: Request, body: dict, dataset: dict) -> list[str]:
-    """Renamed or added classes. Removing a class that labels use would leave
-    those labels pointing nowhere: that is what classes/delete is for."""
-    names = field(body, "classNames", list)
+def checked_class_names(names: list) -> list[str]:
+    """Class names as the contract allows them: display names, none repeated."""
     if len(names) > MAX_CLASSES:
         raise Invalid(f"classNames holds at most {MAX_CLASSES} names")
     clean = [display_name(n, f"classNames[{i}]") for i, n in enumerate(names)]
     if len(set(clean)) != len(clean):
         raise Invalid("classNames must not repeat a name")
+    return clean
+
+
+def _class_names(request: Request, body: dict, dataset: dict) -> list[str]:
+    """Renamed or added classes. Removing a class that labels use would leave
+    those labels pointing nowhere: that is what classes/delete is for."""
+    clean = checked_class_names(field(body, "classNames", list))
     used = services(request).db.class_counts(dataset["id"])
     if used and max(cls for cls, *_ in used) >= len(clean):
         raise Conflict(
