@@ -552,3 +552,51 @@ def test_the_stock_sdk_drives_every_dataset_operation(world):
     assert sdk.images.delete(ids[0])["deletedImageId"] == ids[0]
     assert sdk.datasets.delete("alice", "autos") == {"success": True}
     assert db.trashed_dataset(cars["id"]) is not None
+
+
+def test_an_upload_for_a_dataset_is_bound_to_it(world):
+    """A signed-url whose assetId names a dataset needs the right to change it,
+    and its session cannot be ingested into another dataset."""
+    client, db, alice, cars = parts(world)
+    body = {
+        "assetType": "datasets",
+        "filename": "a.zip",
+        "contentType": "application/zip",
+        "totalBytes": 10,
+    }
+    bob = world["bob"]
+    hidden = client.post(
+        "/api/upload/signed-url", headers=bob, json={**body, "assetId": cars["id"]}
+    )
+    assert hidden.status_code == 404
+    lab = db.user_by_name("lab")
+    db.set_membership(lab["id"], db.user_by_name("bob")["id"], "viewer")
+    shared = db.create_dataset(
+        owner_id=lab["id"], slug="shared", name="S", task="detect", visibility="private"
+    )
+    viewer = client.post(
+        "/api/upload/signed-url", headers=bob, json={**body, "assetId": shared["id"]}
+    )
+    assert viewer.status_code == 403
+    label = client.post(
+        "/api/upload/signed-url", headers=bob, json={**body, "assetId": "anything"}
+    )
+    assert label.status_code == 200
+    made = client.post(
+        "/api/upload/signed-url", headers=alice, json={**body, "assetId": "cars"}
+    ).json()
+    assert client.put(made["uploadUrl"], content=b"0123456789").status_code == 200
+    other = db.create_dataset(
+        owner_id=db.user_by_name("alice")["id"],
+        slug="other",
+        name="O",
+        task="detect",
+        visibility="private",
+    )
+    assert db.upload(made["sessionId"])["asset_id"] == cars["id"]
+    wrong = client.post(
+        "/api/datasets/ingest",
+        headers=alice,
+        json={"sessionId": made["sessionId"], "datasetId": other["id"]},
+    )
+    assert wrong.status_code == 400 and "another dataset" in wrong.json()["error"]

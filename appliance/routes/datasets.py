@@ -258,6 +258,14 @@ async def _start_ingest(request: Request, dataset: dict, body: dict):
         and pending["asset_type"] != "datasets"
     ):
         raise Invalid("this upload session is not a dataset upload")
+    if (
+        pending
+        and pending["user_id"] == user["id"]
+        and is_id(pending["asset_id"])
+        and pending["asset_id"] != dataset["id"]
+        and svc.db.dataset(pending["asset_id"]) is not None
+    ):
+        raise Invalid("this upload was made for another dataset")
     session = finish_upload(request, session_id, user)
     policy = field(body, "conflictPolicy", str, default="skip")
     if policy not in CONFLICT_POLICIES:

@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ..archive import is_archive_name
-from ..errors import Conflict, Invalid, NotFound, TooLarge, Unauthorized
-from ..ids import parse_time
-from ..web import field, json_body, reply, require_user, services
+from ..errors import Conflict, Forbidden, Invalid, NotFound, TooLarge, Unauthorized
+from ..ids import is_id, parse_time
+from ..web import can_edit, can_see, field, json_body, reply, require_user, services
 
 _RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 ASSET_TYPES = frozenset({"datasets", "models", "images", "videos"})
@@ -21,6 +21,24 @@ ASSET_TYPES = frozenset({"datasets", "models", "images", "videos"})
 
 def upload_path(request: Request, session_id: str):
     return services(request).blobs.path("uploads", session_id, "data")
+
+
+def _dataset_target(request: Request, user: dict, asset_id: str) -> str:
+    """An assetId that names a dataset (its id, or a slug of the caller's own
+    workspace) must be one the caller may change; the session is then bound to
+    it (its id is returned). Any other assetId is kept as a label, as stock
+    clients send various ones."""
+    db = services(request).db
+    dataset = db.dataset(asset_id) if is_id(asset_id) else None
+    if dataset is None:
+        dataset = db.dataset_by_slug(user["id"], asset_id)
+    if dataset is None or dataset.get("deleted_at"):
+        return asset_id
+    if not can_see(request, dataset["owner_id"], dataset["visibility"]):
+        raise NotFound("Dataset not found")
+    if not can_edit(request, dataset["owner_id"]):
+        raise Forbidden("you cannot upload into this dataset")
+    return dataset["id"]
 
 
 async def signed_url(request: Request):
@@ -53,6 +71,8 @@ async def signed_url(request: Request):
         )
     if asset_type == "models" and not filename.lower().endswith(".pt"):
         raise Invalid("model uploads must be .pt files")
+    if asset_type == "datasets":
+        asset_id = _dataset_target(request, user, asset_id)
     expires = svc.signer.expiry()
     session = svc.db.create_upload(
         user_id=user["id"],
@@ -169,6 +189,13 @@ def finish_upload(request: Request, session_id: str, user: dict) -> dict:
         and session["status"] == "pending"
     ):
         raise Invalid("upload session expired")
+    partial = svc.blobs.path("uploads", session_id, "partial")
+    if session["status"] == "pending" and partial.exists():
+        have = partial.stat().st_size
+        raise Invalid(
+            f"the upload is incomplete: {have} of {session['total_bytes']} bytes"
+            " arrived; resume it with Content-Range"
+        )
     if session["status"] == "pending" or not upload_path(request, session_id).exists():
         raise Invalid("nothing has been uploaded for this session yet")
     if session["total_bytes"] and session["size"] != session["total_bytes"]:
