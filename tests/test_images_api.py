@@ -254,6 +254,23 @@ def test_image_metadata_split_and_delete(env):
     assert gone == {"success": True, "deletedImageId": ids["a.jpg"], "deletedCount": 1}
     assert client.get(url, headers=alice).status_code == 404
     assert db.image(ids["b.jpg"]) is not None
+    again = client.delete(url, headers=alice)
+    assert again.status_code == 409 and again.json()["error"] == "Image already deleted"
+    assert client.delete(url, headers=env["bob"]).status_code == 404
+
+
+def test_a_cursor_on_a_deleted_image_still_pages(env):
+    """A page may end on an image that is deleted before the next page is asked
+    for (a browser deleting the row it shows): paging goes on after it."""
+    client, alice = env["client"], env["alice"]
+    env["dataset"]("p", [{"name": f"{n}.jpg"} for n in "abcdef"])
+    url = "/api/datasets/alice/p/images?limit=2&sort=name-asc"
+    first = client.get(url, headers=alice).json()
+    assert [i["name"] for i in first["images"]] == ["a.jpg", "b.jpg"]
+    client.delete(f"/api/images/{first['nextCursor']}", headers=alice)
+    second = client.get(f"{url}&cursor={first['nextCursor']}", headers=alice)
+    assert second.status_code == 200, second.text
+    assert [i["name"] for i in second.json()["images"]] == ["c.jpg", "d.jpg"]
 
 
 def _clashing(env, slug: str) -> tuple[dict, dict]:

@@ -183,7 +183,9 @@ async def list_images(request: Request):
     sort = q_choice(request, "sort", frozenset(IMAGE_ORDER), "newest")
     after = None
     if cursor := request.query_params.get("cursor"):
-        after = services(request).db.image(cursor.lower())
+        db = services(request).db
+        # A page may end on an image deleted since: its tombstone keeps its place.
+        after = db.image(cursor.lower()) or db.image_tombstone(cursor.lower())
         if (
             not IMAGE_ID_RE.match(cursor.lower())
             or after is None
@@ -312,6 +314,11 @@ async def _free(request: Request, images: list[dict]) -> None:
 
 
 async def delete_image(request: Request):
+    image_id = request.path_params["image_id"].lower()
+    gone = services(request).db.image_tombstone(image_id)
+    if gone is not None and services(request).db.image(image_id) is None:
+        _dataset_for(request, gone["dataset_id"], edit=True)
+        raise Conflict("Image already deleted")
     image, dataset = _one_image(request, edit=True)
     services(request).db.delete_images(dataset["id"], [image["id"]])
     await _free(request, [image])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..ids import new_id, now
@@ -19,6 +20,9 @@ _DATASET_SELECT = (
 )
 #: Sort name -> (column, direction); ties are broken by id in the same direction,
 #: so a page can continue after any image (the contract's `cursor`).
+#: How long a deleted image's tombstone is kept.
+TOMBSTONE_DAYS = 30
+
 IMAGE_ORDER = {
     "newest": ("created_at", "DESC"),
     "oldest": ("created_at", "ASC"),
@@ -398,15 +402,31 @@ class DatasetOpsMixin:
         return stamp
 
     def delete_images(self, dataset_id: str, image_ids: list[str]) -> int:
+        """Delete images, leaving a tombstone of each for TOMBSTONE_DAYS: a second
+        delete is told the image is gone, and a page cursor on it still works."""
         if not image_ids:
             return 0
+        stamp = now()
+        cutoff = (datetime.now(UTC) - timedelta(days=TOMBSTONE_DAYS)).strftime(
+            "%Y-%m-%dT%H:%M:%S.000Z"
+        )
         with self.atomic() as db:
+            db.execute("DELETE FROM image_tombstones WHERE deleted_at < ?", [cutoff])
+            db.execute(
+                "INSERT OR REPLACE INTO image_tombstones SELECT id, dataset_id, name,"
+                " bytes, width, height, label_count, created_at, ? FROM images"
+                f" WHERE dataset_id = ? AND id IN ({_marks(image_ids)})",
+                [stamp, dataset_id, *image_ids],
+            )
             cursor = db.execute(
                 f"DELETE FROM images WHERE dataset_id = ? AND id IN ({_marks(image_ids)})",
                 [dataset_id, *image_ids],
             )
-            db["datasets"].update(dataset_id, {"updated_at": now()})
+            db["datasets"].update(dataset_id, {"updated_at": stamp})
         return cursor.rowcount
+
+    def image_tombstone(self, image_id: str) -> dict[str, Any] | None:
+        return self.query_one("SELECT * FROM image_tombstones WHERE id = ?", [image_id])
 
     def move_images(
         self,

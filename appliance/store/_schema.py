@@ -313,4 +313,21 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX version_images_hash ON dataset_version_images (hash)",
         ],
     ),
+    (
+        "image tombstones",
+        [
+            """CREATE TABLE image_tombstones (
+                id TEXT PRIMARY KEY,
+                dataset_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                bytes INTEGER NOT NULL,
+                width INTEGER NOT NULL,
+                height INTEGER NOT NULL,
+                label_count INTEGER NOT NULL,
+                created_at TEXT NOT NULL,
+                deleted_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX image_tombstones_deleted ON image_tombstones (deleted_at)",
+        ],
+    ),
 ]
