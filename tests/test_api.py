@@ -149,6 +149,19 @@ def test_upload_and_ingest_records_bad_files(appliance, tmp_path):
     assert verdicts["ds/labels/val/pixels.txt"] == ("rejected", "pixel_coordinates")
     assert verdicts["ds/images/val/pixels.jpg"] == ("accepted", None)
     assert verdicts["ds/images/train/a.jpg"] == ("accepted", None)
+    total = report["filesTotal"]
+    assert total == len(report["files"]) and "nextFilesOffset" not in report
+    page = client.get(
+        f"/api/jobs/{job['jobId']}?filesLimit=2&filesOffset=1", headers=client_auth(key)
+    ).json()["job"]
+    assert page["files"] == report["files"][1:3] and page["nextFilesOffset"] == 3
+    rejected = client.get(
+        f"/api/jobs/{job['jobId']}?verdict=rejected", headers=client_auth(key)
+    ).json()["job"]
+    assert {f["path"] for f in rejected["files"]} == {
+        "ds/images/train/broken.jpg",
+        "ds/labels/val/pixels.txt",
+    }
     images = sdk.datasets.images(
         "alice", "base", include_labels="true", limit=2, sort="name-asc"
     )

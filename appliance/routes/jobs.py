@@ -12,6 +12,9 @@ from ..errors import NotFound
 from ..web import q_choice, q_int, reply, require_user, services
 
 STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+VERDICTS = ("accepted", "fixed", "rejected")
+FILES_PAGE = 1000
+MAX_FILES_PAGE = 10_000
 
 
 def job_json(job: dict) -> dict:
@@ -51,15 +54,38 @@ async def retrieve(request: Request):
         raise NotFound("Job not found")
     out = job_json(job)
     if job["kind"] == "ingest":
-        # A dry run stores nothing: its verdicts travel in the job's result.
-        result = dict(job["result"] or {})
-        dry = result.pop("files", None)
-        if dry is not None:
-            out["result"] = result
-        out["files"] = (
-            dry if dry is not None else db.ingest_report(job["subject_id"], job["id"])
-        )
+        out.update(_report_page(request, job, out))
     return reply({"job": out})
+
+
+def _report_page(request: Request, job: dict, out: dict) -> dict:
+    """A page of an ingest's verdicts (`filesOffset`, `filesLimit`), optionally
+    only one verdict or reason: `files`, `filesTotal` and, when more follow,
+    `nextFilesOffset`."""
+    offset = q_int(request, "filesOffset", 0, 0, 10**9)
+    limit = q_int(request, "filesLimit", FILES_PAGE, 1, MAX_FILES_PAGE)
+    verdict = q_choice(request, "verdict", VERDICTS, None)
+    reason = request.query_params.get("reason") or None
+    # A dry run stores nothing: its verdicts travel in the job's result.
+    result = dict(job["result"] or {})
+    dry = result.pop("files", None)
+    if dry is not None:
+        out["result"] = result
+        rows = [
+            r
+            for r in dry
+            if (verdict is None or r["verdict"] == verdict)
+            and (reason is None or r["reason"] == reason)
+        ]
+        total, files = len(rows), rows[offset : offset + limit]
+    else:
+        files, total = services(request).db.ingest_report_page(
+            job["subject_id"], job["id"], offset, limit, verdict, reason
+        )
+    page = {"files": files, "filesTotal": total}
+    if offset + len(files) < total:
+        page["nextFilesOffset"] = offset + len(files)
+    return page
 
 
 routes = [

@@ -141,6 +141,29 @@ class DatasetsMixin:
             "SELECT * FROM images WHERE dataset_id = ? ORDER BY name, id", [dataset_id]
         )
 
+    def ingest_report_page(
+        self,
+        dataset_id: str,
+        job_id: str,
+        offset: int,
+        limit: int,
+        verdict: str | None = None,
+        reason: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        where, params = ["dataset_id = ?", "job_id = ?"], [dataset_id, job_id]
+        for column, value in (("verdict", verdict), ("reason", reason)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = " AND ".join(where)
+        total = self.scalar(f"SELECT count(*) FROM ingest_files WHERE {clause}", params)
+        rows = self.query(
+            f"SELECT path, verdict, reason, detail FROM ingest_files WHERE {clause}"
+            " ORDER BY id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return rows, total
+
     def ingest_report(self, dataset_id: str, job_id: str) -> list[dict[str, Any]]:
         return self.query(
             "SELECT path, verdict, reason, detail FROM ingest_files"
