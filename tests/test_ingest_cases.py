@@ -295,7 +295,7 @@ def test_task_mismatch_rejects_labels_of_a_non_empty_dataset(store, tmp_path):
     ingest(store, tmp_path, base_files())
     files = rebase(_pose_files(b"kpt_shape: [2, 3]\n"), "ds/", "q/")
     files = {k: (_distinct(k) if k.endswith(".jpg") else v) for k, v in files.items()}
-    summary, dataset, _ = ingest(store, tmp_path, files)
+    summary, dataset, _ = ingest(store, tmp_path, files, conflict_policy="keep_both")
     assert dataset["task"] == "detect"
     assert summary["skippedCounts"] == {"task_mismatch": 4}
 

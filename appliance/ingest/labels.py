@@ -33,6 +33,11 @@ class LabelError(ValueError):
 class ParsedLabels:
     labels: list[dict] = field(default_factory=list)
     fixes: list[str] = field(default_factory=list)
+    #: (reason, detail) when some of the image's annotations were refused one by
+    #: one (COCO); with no labels left the image is stored with this error.
+    error: tuple[str, str] | None = None
+    #: Annotations refused one by one while parsing: (reason, detail) each.
+    rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
 def rows_of(text: str) -> list[list[str]]:
