@@ -559,7 +559,7 @@ def test_ndjson_urls_of_this_appliance_need_a_valid_signature(tmp_path):
         (forged, "invalid_signature"),
         ("http://127.0.0.1:9999" + path, "remote_url_offline"),
         ("https://example.com" + path, "remote_url_offline"),
-        (signer.url("/files/models/x/best.pt"), "remote_url_offline"),
+        (signer.url("/files/models/x/best.pt"), "not_an_image_url"),
     ]:
         with pytest.raises(_Refused) as refused:
             _local_blob(url, blobs, signer)

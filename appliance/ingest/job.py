@@ -104,7 +104,8 @@ class _Run:
     upload_names: set[str] = field(default_factory=set)
     #: Source names changed to be stored (not UTF-8): path -> why.
     renamed: dict[str, str] = field(default_factory=dict)
-    mismatch: str | None = None  # why every label is refused (a task mismatch)
+    #: Why every label is refused: (reason, detail), e.g. a task mismatch.
+    mismatch: tuple[str, str] | None = None
     report: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     #: Hashes whose existing images this ingest replaces (conflictPolicy=replace).
@@ -231,7 +232,7 @@ class _Run:
         where = entry.label_path or f"{path}#labels"
         try:
             if self.mismatch:
-                raise LabelError("task_mismatch", self.mismatch)
+                raise LabelError(*self.mismatch)
             parsed = entry.labels(self.ctx, width, height)
         except LabelError as exc:
             self.verdict(where, "rejected", exc.reason, exc.detail)
@@ -292,6 +293,8 @@ def _read_all(run: _Run, entries: list[Entry], progress: Progress) -> None:
             entry, path, name, future = pending.popleft()
             try:
                 run.image(entry, path, name, future.result())
+            except OSError:
+                raise  # the store failing (a full disk) is not this file's fault
             except Exception as exc:  # one image never fails the ingest
                 run.verdict(path, "rejected", *_internal("storing", path, exc))
 
@@ -366,7 +369,9 @@ def _task(dataset: dict, plan: Plan, empty: bool) -> tuple[str, list[str]]:
     """The task to ingest as: the dataset's, or, for an empty dataset, the one the
     source unmistakably is."""
     task = dataset["task"]
-    hint = plan.task or ("obb" if plan.obb_rows and task == "detect" else None)
+    hint = plan.task
+    if not hint and task == "detect":
+        hint = "obb" if plan.obb_rows else "pose" if plan.pose_rows else None
     if not hint or hint == task or (task == "detect" and hint == "segment"):
         return task, []
     if empty:
@@ -399,7 +404,16 @@ def _prepare(db, blobs, dataset, plan: Plan, task: str, options: IngestOptions) 
         and plan.task != task
         and not (task == "detect" and plan.task == "segment")
     ):
-        mismatch = f"the upload is a {plan.task} dataset; this dataset's task is {task}"
+        detail = f"the upload is a {plan.task} dataset; this dataset's task is {task}"
+        mismatch = ("task_mismatch", detail)
+    elif plan.pose_rows and task != "pose":
+        detail = (
+            "the label rows are pose rows (class, box, keypoints with visibility);"
+            f" this dataset's task is {task}"
+        )
+        mismatch = ("task_mismatch", detail)
+    elif task == "pose" and kpt_shape is None and plan.kpt_problem:
+        mismatch = ("kpt_shape_unknown", plan.kpt_problem)
     return _Run(
         blobs=blobs,
         options=options,
