@@ -825,3 +825,25 @@ def test_trial_9_coco_refusals_clipping_and_missing_images(store, tmp_path):
         "missing_image": 1,
     }
     assert not any("pixel" in (r["detail"] or "") for r in report.values())
+
+
+def test_trial_4_a_failed_ingest_leaves_no_orphan_blobs(store, tmp_path, monkeypatch):
+    db, blobs, _ = store
+    ingest(store, tmp_path, base_files())
+    def stored():
+        files = (p.relative_to(blobs.root) for p in blobs.root.rglob("*") if p.is_file())
+        return {p for p in files if p.parts[0] in ("images", "thumbnails")}
+
+    kept = stored()
+    assert len(kept) == 8
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the database refused the rows")
+
+    monkeypatch.setattr(db, "replace_images", fail)
+    files = rebase(base_files(), "ds/", "other/")
+    files = {k: (_distinct(k) if k.endswith(".jpg") else v) for k, v in files.items()}
+    files["other/images/train/a.jpg"] = base_files()["ds/images/train/a.jpg"]
+    with pytest.raises(RuntimeError):
+        ingest(store, tmp_path, files, conflict_policy="keep_both")
+    assert stored() == kept

@@ -110,6 +110,8 @@ class _Run:
     rows: list[dict] = field(default_factory=list)
     #: Hashes whose existing images this ingest replaces (conflictPolicy=replace).
     replaced: set[str] = field(default_factory=set)
+    #: Blob files this run wrote that did not exist before: (hash, path).
+    created: list[tuple[str, Path]] = field(default_factory=list)
     background: int = 0
     dropped: int = 0
     class_names: list[str] = field(default_factory=list)
@@ -161,10 +163,14 @@ class _Run:
         labels, error = self._labels(entry, path, image.width, image.height, fixes)
         if not self.options.dry_run:
             # Flushed to disk together before the rows are written (see run_ingest).
-            self.blobs.put_image(image.data, image.ext, durable=False)
+            target = self.blobs.image_path(digest, image.ext)
+            if not target.exists():
+                self.blobs.put_image(image.data, image.ext, durable=False)
+                self.created.append((digest, target))
             thumb = self.blobs.path(*thumbnail_segments(digest))
             if not thumb.exists():
                 self.blobs.put_bytes(thumb, image.thumbnail, durable=False)
+                self.created.append((digest, thumb))
         if labels == [] and self.ctx.task != "classify":
             self.background += 1
         self.rows.append(
@@ -336,7 +342,11 @@ def run_ingest(
         run.renamed = dict(source.renamed)
         for path, verdict, reason, detail in skipped + plan.verdicts:
             run.verdict(path, verdict, reason, detail)
-        _read_all(run, plan.entries, progress)
+        try:
+            _read_all(run, plan.entries, progress)
+        except BaseException:
+            _remove_created(db, run)
+            raise
     notes = plan.notes + notes
     if plan.class_names is None:
         used = max(
@@ -357,12 +367,30 @@ def run_ingest(
     progress(95.0, "saving")
     # The images were written without a flush each; one sync makes them durable
     # before any row points at them.
-    blobs.sync()
-    db.replace_images(
-        dataset_id, run.rows, run.report, job_id, remove=run.replaced, **fields
-    )
+    try:
+        blobs.sync()
+        db.replace_images(
+            dataset_id, run.rows, run.report, job_id, remove=run.replaced, **fields
+        )
+    except BaseException:
+        _remove_created(db, run)
+        raise
     logger.info("ingest %s into %s: %s", job_id, dataset_id, summary)
     return summary
+
+
+def _remove_created(db: Database, run: _Run) -> None:
+    """After a failed ingest: delete the blobs it wrote that no image row uses
+    (another dataset may hold the same content)."""
+    used: dict[str, bool] = {}
+    for digest, path in run.created:
+        if digest not in used:
+            row = db.db.execute(
+                "SELECT 1 FROM images WHERE hash = ? LIMIT 1", [digest]
+            ).fetchone()
+            used[digest] = row is not None
+        if not used[digest]:
+            path.unlink(missing_ok=True)
 
 
 def _task(dataset: dict, plan: Plan, empty: bool) -> tuple[str, list[str]]:
