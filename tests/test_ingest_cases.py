@@ -688,13 +688,17 @@ def test_trial_7_name_conflicts_follow_the_policy(store, tmp_path):
     assert (verdict["verdict"], verdict["reason"]) == ("fixed", "renamed")
     assert "a_1.jpg" in verdict["detail"]
     assert {"a.jpg", "a_1.jpg"} <= set(images(store))
+    # Identical images kept by keep_both get their own names too.
+    assert report["ds/images/train/b.jpg"]["reason"] == "renamed"
+    assert len(images(store)) == 8
 
     summary, dataset, report = ingest(
         store, tmp_path, _other(base_files(), "b"), conflict_policy="replace"
     )
     now = images(store)
     assert report["ds/images/train/b.jpg"]["reason"] == "replaced"
-    assert now["b.jpg"]["hash"] != before["hash"] and len(now) == 5
+    # replace removes by content: the keep_both copies b_1, c_1, d_1 go with b, c, d.
+    assert now["b.jpg"]["hash"] != before["hash"] and set(now) == {"a.jpg", "a_1.jpg", "b.jpg", "c.jpg", "d.jpg"}
 
 
 def test_trial_7_same_name_twice_in_one_upload_keeps_both(store, tmp_path):

@@ -9,12 +9,13 @@ No single file fails the ingest: an unexpected error while reading, decoding or
 labelling one file is logged with its traceback and becomes that file's
 `internal_error` verdict.
 
-Names: an image's name is unique within the dataset. An incoming image named like
-an existing one with other content follows conflictPolicy (`skip`: rejected
-`name_conflict`; `keep_both`: stored as `stem_1.ext`, fixed `renamed`; `replace`:
-the old image and its labels are removed in the same transaction). Two files of
-one upload with the same name and different content (cat/1.jpg, dog/1.jpg) are
-both kept: the later one is renamed, whatever the policy."""
+Names are kept unique within the dataset (whatever the split). An incoming image
+named like an existing one with other content follows conflictPolicy (`skip`:
+rejected `name_conflict`; `keep_both`: stored as `stem_1.ext`, fixed `renamed`, as
+is a kept identical image; `replace`: the old image and its labels are removed in
+the same transaction). Two files of one upload with the same name (cat/1.jpg,
+dog/1.jpg) are both kept, the later one renamed, whatever the policy; identical
+content is still a duplicate under `skip`."""
 
 from __future__ import annotations
 
@@ -200,32 +201,30 @@ class _Run:
         """The name to store the image under, or None when it is refused (see the
         module docstring for the rules)."""
         taken = self.names.get(name)
-        if taken and digest not in taken:
-            policy = self.options.conflict_policy
-            in_dataset = name not in self.upload_names
-            if in_dataset and policy == "skip":
-                detail = (
-                    f"the dataset already has an image named {name} with other"
-                    " content; conflictPolicy keep_both or replace takes it"
-                )
-                self.verdict(path, "rejected", "name_conflict", detail)
-                return None
-            if in_dataset and policy == "replace":
-                self.replaced |= taken
-                fixes.append(
-                    f"replaced the image named {name} already in the dataset"
-                    " (its labels too)"
-                )
-            else:
-                new = _unique_name(name, self.names)
-                where = "the dataset" if in_dataset else "this upload"
-                fixes.append(
-                    f"renamed to {new}: {where} already has an image named {name}"
-                    " with other content"
-                )
-                name = new
-            if in_dataset and policy == "replace":
-                self.names[name] = set()
+        policy = self.options.conflict_policy
+        in_dataset = name not in self.upload_names
+        if not taken:
+            pass
+        elif in_dataset and digest in taken and policy != "keep_both":
+            pass  # the identical image: its policy was applied as a content duplicate
+        elif in_dataset and digest not in taken and policy == "skip":
+            detail = (
+                f"the dataset already has an image named {name} with other"
+                " content; conflictPolicy keep_both or replace takes it"
+            )
+            self.verdict(path, "rejected", "name_conflict", detail)
+            return None
+        elif in_dataset and digest not in taken and policy == "replace":
+            self.replaced |= taken
+            self.names[name] = set()
+            fixes.append(
+                f"replaced the image named {name} already in the dataset (its labels too)"
+            )
+        else:
+            new = _unique_name(name, self.names)
+            where = "the dataset" if in_dataset else "this upload"
+            fixes.append(f"renamed to {new}: {where} already has an image named {name}")
+            name = new
         self.names.setdefault(name, set()).add(digest)
         self.upload_names.add(name)
         return name
