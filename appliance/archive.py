@@ -149,6 +149,12 @@ class Archive:
             else:
                 self._tar = tarfile.open(self.path, "r:*")
                 self._open_tar()
+        except UnicodeDecodeError as exc:
+            self.close()
+            raise Invalid(
+                "the zip marks its file names as UTF-8 but one is not"
+                f" ({exc.object[:60]!r}); re-create the archive with a current zip tool"
+            ) from exc
         except (
             zipfile.BadZipFile,
             tarfile.TarError,

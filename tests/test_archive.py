@@ -355,3 +355,13 @@ def test_trial_2_float_and_32bit_images_keep_their_range():
     deep = (np.arange(256, dtype=np.int32) * 256).reshape(16, 16)
     out = np.asarray(_to_rgb(Image.fromarray(deep, "I")))
     assert out.max() == 254 and out[0, 1, 0] == 1
+
+
+def test_trial_4_a_zip_whose_utf8_names_are_not_is_a_clear_error(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("caf\u00e9.jpg", b"x")  # flagged UTF-8
+    path = tmp_path / "bad.zip"
+    path.write_bytes(buffer.getvalue().replace("caf\u00e9".encode(), b"caf\xff\xfe"))
+    with pytest.raises(Invalid, match="UTF-8"):
+        Archive(path)

@@ -713,7 +713,7 @@ def test_trial_7_same_name_twice_in_one_upload_keeps_both(store, tmp_path):
 def test_trial_10_a_path_twice_reads_the_first_copy_and_says_so(store, tmp_path):
     db, blobs, ids = store
     path = write_zip(tmp_path / "twice.zip", base_files())
-    with zipfile.ZipFile(path, "a") as archive:
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning):
         archive.writestr("ds/images/train/a.jpg", _distinct("second copy"))
     job = db.create_job("ingest", ids["detect"], None)
     run_ingest(db, blobs, ids["detect"], job["id"], path, IngestOptions(), lambda p, m: None)
