@@ -47,7 +47,9 @@ class Limits:
     ratio_floor: int = RATIO_FLOOR_BYTES
 
     def is_bomb(self, expanded: int, packed: int) -> bool:
-        return expanded > self.ratio_floor and expanded > max(packed, 1) * self.max_ratio
+        return (
+            expanded > self.ratio_floor and expanded > max(packed, 1) * self.max_ratio
+        )
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,9 @@ class Archive:
             )
             return None
         if display_name(raw) != raw:
-            self.renamed[name] = "the name is not valid UTF-8; undecodable bytes shown as \ufffd"
+            self.renamed[name] = (
+                "the name is not valid UTF-8; undecodable bytes shown as \ufffd"
+            )
         self.members[name] = Member(name, size)
         return name
 
@@ -259,7 +263,9 @@ class Archive:
                 continue
             if not info.isfile():
                 self.skipped.append(
-                    Skipped(display_name(info.name), "special_file", "not a regular file")
+                    Skipped(
+                        display_name(info.name), "special_file", "not a regular file"
+                    )
                 )
                 continue
             name = self._accept(info.name, info.size, None)

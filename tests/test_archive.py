@@ -335,7 +335,21 @@ def test_trial_4_tar_names_not_utf8_are_shown_with_replacement(tmp_path):
 
 @pytest.mark.parametrize(
     "mode",
-    ["1", "I", "I;16", "I;16B", "F", "LA", "PA", "La", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"],
+    [
+        "1",
+        "I",
+        "I;16",
+        "I;16B",
+        "F",
+        "LA",
+        "PA",
+        "La",
+        "RGBa",
+        "CMYK",
+        "YCbCr",
+        "LAB",
+        "HSV",
+    ],
 )
 def test_trial_2_every_pillow_mode_becomes_8bit_rgb(mode):
     from appliance.ingest.images import _to_rgb

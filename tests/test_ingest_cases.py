@@ -650,7 +650,9 @@ def test_trial_4_a_tar_name_that_is_not_utf8_is_stored_safely(store, tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
-        info = tarfile.TarInfo(b"images/train/caf\xe9.jpg".decode("utf-8", "surrogateescape"))
+        info = tarfile.TarInfo(
+            b"images/train/caf\xe9.jpg".decode("utf-8", "surrogateescape")
+        )
         data = _distinct("cafe")
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
@@ -698,7 +700,13 @@ def test_trial_7_name_conflicts_follow_the_policy(store, tmp_path):
     now = images(store)
     assert report["ds/images/train/b.jpg"]["reason"] == "replaced"
     # replace removes by content: the keep_both copies b_1, c_1, d_1 go with b, c, d.
-    assert now["b.jpg"]["hash"] != before["hash"] and set(now) == {"a.jpg", "a_1.jpg", "b.jpg", "c.jpg", "d.jpg"}
+    assert now["b.jpg"]["hash"] != before["hash"] and set(now) == {
+        "a.jpg",
+        "a_1.jpg",
+        "b.jpg",
+        "c.jpg",
+        "d.jpg",
+    }
 
 
 def test_trial_7_same_name_twice_in_one_upload_keeps_both(store, tmp_path):
@@ -716,7 +724,9 @@ def test_trial_10_a_path_twice_reads_the_first_copy_and_says_so(store, tmp_path)
     with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning):
         archive.writestr("ds/images/train/a.jpg", _distinct("second copy"))
     job = db.create_job("ingest", ids["detect"], None)
-    run_ingest(db, blobs, ids["detect"], job["id"], path, IngestOptions(), lambda p, m: None)
+    run_ingest(
+        db, blobs, ids["detect"], job["id"], path, IngestOptions(), lambda p, m: None
+    )
     report = db.ingest_report(ids["detect"], job["id"])
     verdicts = [r for r in report if r["path"] == "ds/images/train/a.jpg"]
     assert sorted(r["verdict"] for r in verdicts) == ["accepted", "rejected"]
@@ -738,7 +748,10 @@ def test_trial_18_duplicates_are_not_errors_and_fixes_carry_a_code(store, tmp_pa
     summary, _, report = ingest(store, tmp_path, files)
     assert summary["errors"] == 0 and summary["duplicates"] == 3
     verdict = report["ds/images/val/c2.jpg"]
-    assert (verdict["verdict"], verdict["reason"]) == ("fixed", "duplicate_rows_removed")
+    assert (verdict["verdict"], verdict["reason"]) == (
+        "fixed",
+        "duplicate_rows_removed",
+    )
 
 
 def test_trial_19_pose_rows_need_a_shape_they_fit(store, tmp_path):
@@ -762,7 +775,9 @@ def test_trial_19_pose_rows_switch_an_empty_detect_dataset(store, tmp_path):
     assert dataset["metadata"]["kptShape"] == [2, 3]
 
 
-def test_trial_19_pose_rows_in_a_non_empty_detect_dataset_are_a_mismatch(store, tmp_path):
+def test_trial_19_pose_rows_in_a_non_empty_detect_dataset_are_a_mismatch(
+    store, tmp_path
+):
     ingest(store, tmp_path, base_files())
     files = rebase(base_files(), "ds/", "p/")
     files = {
@@ -819,9 +834,7 @@ def test_trial_9_coco_refusals_clipping_and_missing_images(store, tmp_path):
     assert rows["a.jpg"]["labels"] is None and rows["a.jpg"]["error"]
     assert summary["background"] == 0 and summary["labeled"] == 1
     # b.jpg: the box 1 px past the edge is clipped; the one far past it refused alone.
-    assert rows["b.jpg"]["labels"] == [
-        {"classId": 0, "bbox": [0.75, 0.625, 0.5, 0.25]}
-    ]
+    assert rows["b.jpg"]["labels"] == [{"classId": 0, "bbox": [0.75, 0.625, 0.5, 0.25]}]
     assert report["train/b.jpg"]["reason"] == "clipped"
     assert summary["skippedCounts"] == {
         "rle_annotation": 1,
@@ -834,8 +847,11 @@ def test_trial_9_coco_refusals_clipping_and_missing_images(store, tmp_path):
 def test_trial_4_a_failed_ingest_leaves_no_orphan_blobs(store, tmp_path, monkeypatch):
     db, blobs, _ = store
     ingest(store, tmp_path, base_files())
+
     def stored():
-        files = (p.relative_to(blobs.root) for p in blobs.root.rglob("*") if p.is_file())
+        files = (
+            p.relative_to(blobs.root) for p in blobs.root.rglob("*") if p.is_file()
+        )
         return {p for p in files if p.parts[0] in ("images", "thumbnails")}
 
     kept = stored()

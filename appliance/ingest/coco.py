@@ -186,7 +186,9 @@ def _inside(value: float, side: int, what: str) -> tuple[float, bool]:
     )
 
 
-def _row(ann: dict, task: str, width: int, height: int) -> tuple[list[float] | None, bool]:
+def _row(
+    ann: dict, task: str, width: int, height: int
+) -> tuple[list[float] | None, bool]:
     """The YOLO row for one annotation in pixels, normalised by the real image
     size, and whether it had to be clipped to the image."""
     cls = ann["_class"]

@@ -73,6 +73,8 @@ def _internal(what: str, path: str, exc: BaseException) -> tuple[str, str]:
         f"unexpected {exc.__class__.__name__} while {what} this file; the ingest"
         " went on without it (the server log has the details)"
     )
+
+
 #: Images decoded at once: Pillow releases the GIL while it decodes and encodes.
 NORMALISE_THREADS = 8
 

@@ -7,7 +7,14 @@ import posixpath
 from collections import Counter
 
 from .images import MAX_IMAGE_BYTES
-from .labels import LabelError, ParsedLabels, guess_kpt_shape, parse_yolo, pose_like, rows_of
+from .labels import (
+    LabelError,
+    ParsedLabels,
+    guess_kpt_shape,
+    parse_yolo,
+    pose_like,
+    rows_of,
+)
 from .layout import IMAGE_SUFFIXES, VIDEO_SUFFIXES, YAML_SUFFIXES, Layout, discover
 from .plan import Context, Entry, MemberError, Plan
 from .sources import Source, read_member, read_text
