@@ -383,14 +383,9 @@ def run_ingest(
 def _remove_created(db: Database, run: _Run) -> None:
     """After a failed ingest: delete the blobs it wrote that no image row uses
     (another dataset may hold the same content)."""
-    used: dict[str, bool] = {}
+    used = db.hashes_in_use(digest for digest, _ in run.created)
     for digest, path in run.created:
         if digest not in used:
-            row = db.db.execute(
-                "SELECT 1 FROM images WHERE hash = ? LIMIT 1", [digest]
-            ).fetchone()
-            used[digest] = row is not None
-        if not used[digest]:
             path.unlink(missing_ok=True)
 
 
@@ -449,20 +444,10 @@ def _prepare(db, blobs, dataset, plan: Plan, task: str, options: IngestOptions) 
         ctx=Context(task, class_count, kpt_shape, options.boxes_as_polygons),
         mapping=mapping,
         known=db.image_hashes(dataset["id"]),
-        names=_image_names(db, dataset["id"]),
+        names=db.image_names(dataset["id"]),
         mismatch=mismatch,
         class_names=names,
     )
-
-
-def _image_names(db: Database, dataset_id: str) -> dict[str, set[str]]:
-    names: dict[str, set[str]] = {}
-    rows = db.db.execute(
-        "SELECT name, hash FROM images WHERE dataset_id = ?", [dataset_id]
-    )
-    for name, digest in rows:
-        names.setdefault(name, set()).add(digest)
-    return names
 
 
 def _summary(run: _Run, plan: Plan, task, notes, moved, seconds) -> dict:
