@@ -867,3 +867,13 @@ def test_trial_4_a_failed_ingest_leaves_no_orphan_blobs(store, tmp_path, monkeyp
     with pytest.raises(RuntimeError):
         ingest(store, tmp_path, files, conflict_policy="keep_both")
     assert stored() == kept
+
+
+def test_trial_3_coco_file_names_with_backslashes_find_their_images(store, tmp_path):
+    files = _coco_files(
+        [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [8, 8, 16, 16]}],
+        [{"id": 1, "file_name": "train\\a.jpg", "width": 64, "height": 64}],
+    )
+    files = {k.replace("/", "\\"): v for k, v in files.items()}
+    summary, _, _ = ingest(store, tmp_path, files)
+    assert summary["added"] == 1 and summary["labeled"] == 1

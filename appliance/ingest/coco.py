@@ -81,7 +81,7 @@ def plan_coco(source: Source, names: list[str], docs: list[tuple[str, dict]]) ->
                         )
                     )
         for image in _list(doc, "images"):
-            file_name = str(image.get("file_name", ""))
+            file_name = str(image.get("file_name", "")).replace("\\", "/")
             member = _member(json_name, file_name, set(names), by_base)
             if member is None or member in used:
                 detail = f"{json_name} names {file_name!r}, which is not in the archive"
