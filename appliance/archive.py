@@ -190,7 +190,9 @@ class Archive:
         if name is None:
             self.skipped.append(
                 Skipped(
-                    raw, "unsafe_path", "absolute path or one that leaves the archive"
+                    display_name(raw),
+                    "unsafe_path",
+                    "absolute path or one that leaves the archive",
                 )
             )
             return None
