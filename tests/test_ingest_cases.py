@@ -877,3 +877,15 @@ def test_trial_3_coco_file_names_with_backslashes_find_their_images(store, tmp_p
     files = {k.replace("/", "\\"): v for k, v in files.items()}
     summary, _, _ = ingest(store, tmp_path, files)
     assert summary["added"] == 1 and summary["labeled"] == 1
+
+
+def test_trial_18_a_task_change_to_classify_unlabels_empty_lists(store, tmp_path):
+    db, _, ids = store
+    files = base_files()
+    files["ds/labels/train/a.txt"] = b""  # a background image: labels []
+    ingest(store, tmp_path, files)
+    assert images(store)["a.jpg"]["labels"] == []
+    assert db.dataset_stats(ids["detect"])["labeled"] == 4
+    db.db["datasets"].update(ids["detect"], {"task": "classify"})
+    assert images(store)["a.jpg"]["labels"] is None
+    assert db.dataset_stats(ids["detect"])["labeled"] == 3
