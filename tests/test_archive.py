@@ -379,3 +379,23 @@ def test_trial_4_a_zip_whose_utf8_names_are_not_is_a_clear_error(tmp_path):
     path.write_bytes(buffer.getvalue().replace("caf\u00e9".encode(), b"caf\xff\xfe"))
     with pytest.raises(Invalid, match="UTF-8"):
         Archive(path)
+
+
+@pytest.mark.parametrize(
+    "rows, shape",
+    [
+        (["0 .5 .5 .2 .2 .4 .4 2 .6 .6 1"], [2, 3]),  # flags at every third value
+        (["0 .5 .5 .2 .2 .4 .4 .3 .6 .6 .5"], [3, 2]),  # no flags: pairs
+        (["0 .5 .5 .2 .2 .4 .4 .5 .6 .6"], None),  # 9 values: pose [2, 2] or obb
+        (["0 .5 .5 .2 .2 .4 .4 2", "0 .5 .5 .2 .2 .4 .4 2 .6 .6 2"], None),  # lengths
+        (["0 .5 .5 .2 .2 .4 .4 .7"], None),  # 3 values, the third no flag
+    ],
+)
+def test_trial_19_keypoint_shape_needs_consistent_rows_that_fit(rows, shape):
+    from appliance.ingest.labels import guess_kpt_shape
+
+    guessed, problem = guess_kpt_shape([row.split() for row in rows])
+    assert guessed == shape
+    assert (problem is None) == (shape is not None)
+    if problem:
+        assert "kpt_shape" in problem

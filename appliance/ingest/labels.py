@@ -167,8 +167,11 @@ def guess_kpt_shape(rows: list[list[str]]) -> tuple[list[int] | None, str | None
     return None, why + ask
 
 
-def _is_flag(token: str) -> bool:
-    return token in ("0", "1", "2") or token in ("0.0", "1.0", "2.0")
+def _is_flag(token: str, flags=(0.0, 1.0, 2.0)) -> bool:
+    try:
+        return float(token) in flags
+    except ValueError:
+        return False
 
 
 def pose_like(rows: list[list[str]]) -> bool:
@@ -177,7 +180,9 @@ def pose_like(rows: list[list[str]]) -> bool:
     shape, _ = guess_kpt_shape(rows)
     if not shape or shape[1] != 3:
         return False
-    return any(t[5 + i] in ("2", "2.0") for t in rows for i in range(2, len(t) - 5, 3))
+    return any(
+        _is_flag(t[5 + i], (2.0,)) for t in rows for i in range(2, len(t) - 5, 3)
+    )
 
 
 class _Rows:
