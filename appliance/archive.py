@@ -25,23 +25,36 @@ ENCRYPTED = (
 _JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 
 
-#: Below this many expanded bytes, compression ratios are not checked.
-MIN_BOMB_BYTES = 1024 * 1024
+#: Absolute budgets on what an archive may expand to: one member, and all of them.
+MAX_MEMBER_BYTES = 1024**3
+MAX_TOTAL_BYTES = 50 * 1024**3
+#: Compression ratios are only checked above this many expanded bytes (a member,
+#: or a compressed tar as a whole): flat-coloured BMPs or TIFFs legitimately
+#: compress a few hundred times over, so a ratio alone proves nothing.
+RATIO_FLOOR_BYTES = 200 * 1024**2
+#: Above the floor, expanding more than this many times over is a bomb.
+MAX_RATIO = 100
 
 
 @dataclass(frozen=True)
 class Limits:
     max_members: int = 500_000
-    max_member_bytes: int = 1024**3
-    max_total_bytes: int = 50 * 1024**3
-    #: A member whose uncompressed size exceeds its compressed size this many times
-    #: over is treated as a bomb.
-    max_ratio: int = 200
+    max_member_bytes: int = MAX_MEMBER_BYTES
+    max_total_bytes: int = MAX_TOTAL_BYTES
+    #: A member (or a compressed tar) that expands past `ratio_floor` bytes and
+    #: more than `max_ratio` times its compressed size is treated as a bomb.
+    max_ratio: int = MAX_RATIO
+    ratio_floor: int = RATIO_FLOOR_BYTES
+
+    def is_bomb(self, expanded: int, packed: int) -> bool:
+        return (
+            expanded > self.ratio_floor and expanded > max(packed, 1) * self.max_ratio
+        )
 
 
 @dataclass(frozen=True)
 class Member:
-    name: str  # normalised, relative, '/'-separated
+    name: str  # normalised, relative, '/'-separated, valid UTF-8
     size: int
 
 
@@ -76,9 +89,22 @@ def is_junk(name: str) -> bool:
     return "__MACOSX" in parts or base.startswith("._") or base in _JUNK_NAMES
 
 
+def display_name(raw: str) -> str:
+    """A member name that can be stored and shown: tar names that are not UTF-8
+    arrive with surrogate escapes; their undecodable bytes become U+FFFD."""
+    try:
+        raw.encode("utf-8")
+        return raw
+    except UnicodeEncodeError:
+        data = raw.encode("utf-8", "surrogateescape")
+        return data.decode("utf-8", "replace")
+
+
 def _clean_name(raw: str) -> str | None:
-    """A safe relative name, or None when the name is absolute or escapes the root."""
-    name = raw.replace("\\", "/")
+    """A safe relative name, or None when the name is absolute or escapes the root.
+
+    Backslashes are folders (zip tools on Windows write `images\\train\\a.jpg`)."""
+    name = display_name(raw).replace("\\", "/")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return None
     norm = posixpath.normpath(name)
@@ -97,7 +123,11 @@ class Archive:
         self.skipped: list[Skipped] = []
         self._zip: zipfile.ZipFile | None = None
         self._tar: tarfile.TarFile | None = None
+        #: Normalised name -> the entry to read it by (its raw name stays there).
+        self._zip_members: dict[str, zipfile.ZipInfo] = {}
         self._tar_members: dict[str, tarfile.TarInfo] = {}
+        #: Normalised names that differ from the raw ones beyond slashes.
+        self.renamed: dict[str, str] = {}
         self._open()
 
     def __enter__(self) -> Archive:
@@ -121,6 +151,12 @@ class Archive:
             else:
                 self._tar = tarfile.open(self.path, "r:*")
                 self._open_tar()
+        except UnicodeDecodeError as exc:
+            self.close()
+            raise Invalid(
+                "the zip marks its file names as UTF-8 but one is not"
+                f" ({exc.object[:60]!r}); re-create the archive with a current zip tool"
+            ) from exc
         except (
             zipfile.BadZipFile,
             tarfile.TarError,
@@ -142,10 +178,11 @@ class Archive:
             raise Invalid(
                 f"archive expands to more than {self.limits.max_total_bytes} bytes, the limit"
             )
-        if total > MIN_BOMB_BYTES and total > max(packed, 1) * self.limits.max_ratio:
+        if self.limits.is_bomb(total, packed):
             raise Invalid(
-                f"compression_ratio: the archive expands {total // max(packed, 1)} times"
-                f" over; the limit is {self.limits.max_ratio}"
+                f"compression_ratio: the archive expands to {total} bytes,"
+                f" {total // max(packed, 1)} times over; above"
+                f" {self.limits.ratio_floor} bytes the limit is {self.limits.max_ratio}"
             )
 
     def _accept(self, raw: str, size: int, compressed: int | None) -> str | None:
@@ -153,7 +190,9 @@ class Archive:
         if name is None:
             self.skipped.append(
                 Skipped(
-                    raw, "unsafe_path", "absolute path or one that leaves the archive"
+                    display_name(raw),
+                    "unsafe_path",
+                    "absolute path or one that leaves the archive",
                 )
             )
             return None
@@ -162,20 +201,31 @@ class Archive:
         if size > self.limits.max_member_bytes:
             self.skipped.append(Skipped(name, "file_too_large", f"{size} bytes"))
             return None
-        if (
-            compressed is not None
-            and size > 1024 * 1024
-            and size > compressed * self.limits.max_ratio
-        ):
+        if compressed is not None and self.limits.is_bomb(size, compressed):
             self.skipped.append(
-                Skipped(name, "compression_ratio", f"{size} bytes from {compressed}")
+                Skipped(
+                    name,
+                    "compression_ratio",
+                    f"{size} bytes from {compressed}: over {self.limits.max_ratio}"
+                    f" times above {self.limits.ratio_floor} bytes",
+                )
             )
             return None
         if name in self.members:
+            # The first copy is the one read; say so on the one that is not.
             self.skipped.append(
-                Skipped(name, "duplicate_path", "the archive holds this path twice")
+                Skipped(
+                    name,
+                    "duplicate_path",
+                    "the archive holds this path more than once: the first copy"
+                    " was used, this later one ignored",
+                )
             )
             return None
+        if display_name(raw) != raw:
+            self.renamed[name] = (
+                "the name is not valid UTF-8; undecodable bytes shown as \ufffd"
+            )
         self.members[name] = Member(name, size)
         return name
 
@@ -192,7 +242,9 @@ class Archive:
                     Skipped(info.filename, "link", "symbolic links are not followed")
                 )
                 continue
-            self._accept(info.filename, info.file_size, info.compress_size)
+            name = self._accept(info.filename, info.file_size, info.compress_size)
+            if name:
+                self._zip_members[name] = info
 
     def _open_tar(self) -> None:
         assert self._tar is not None
@@ -208,12 +260,14 @@ class Archive:
                 continue
             if info.issym() or info.islnk():
                 self.skipped.append(
-                    Skipped(info.name, "link", "links are not followed")
+                    Skipped(display_name(info.name), "link", "links are not followed")
                 )
                 continue
             if not info.isfile():
                 self.skipped.append(
-                    Skipped(info.name, "special_file", "not a regular file")
+                    Skipped(
+                        display_name(info.name), "special_file", "not a regular file"
+                    )
                 )
                 continue
             name = self._accept(info.name, info.size, None)
@@ -227,7 +281,7 @@ class Archive:
 
     def open(self, name: str) -> IO[bytes]:
         if self._zip:
-            return self._zip.open(name)
+            return self._zip.open(self._zip_members[name])
         assert self._tar is not None
         handle = self._tar.extractfile(self._tar_members[name])
         if handle is None:

@@ -94,10 +94,13 @@ def test_member_count_limit(tmp_path):
 
 
 def test_bomb_ratio_is_skipped(tmp_path):
+    from appliance.archive import Limits
+
     path = tmp_path / "bomb.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("ds/images/train/big.jpg", b"\0" * (8 * 1024 * 1024))
-    with Archive(path) as archive:
+    # The floor is lowered so that a small member stands for a large one.
+    with Archive(path, Limits(ratio_floor=1024 * 1024)) as archive:
         assert archive.names() == []
         assert archive.skipped[0].reason == "compression_ratio"
 
@@ -247,3 +250,152 @@ def test_symlink_in_zip_is_not_followed(tmp_path):
     with Archive(path) as archive:
         assert archive.names() == ["ds/images/train/y.jpg"]
         assert [s.reason for s in archive.skipped] == ["link"]
+
+
+def _bmp(color) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (3000, 2000), color).save(buffer, "BMP")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("suffix", ["zip", "tgz"])
+def test_trial_11_flat_uncompressed_images_are_not_bombs(tmp_path, suffix):
+    files = {f"ds/images/train/{i}.bmp": _bmp((i * 40, 0, 0)) for i in range(3)}
+    path = tmp_path / f"bmp.{suffix}"
+    if suffix == "zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in files.items():
+                archive.writestr(name, data)
+    else:
+        _tar(path, files)
+    assert path.stat().st_size * 100 < 3 * len(files["ds/images/train/0.bmp"])
+    with Archive(path) as archive:
+        assert archive.names() == sorted(files) and archive.skipped == []
+        assert archive.read("ds/images/train/2.bmp") == files["ds/images/train/2.bmp"]
+
+
+def test_trial_11_bombs_are_still_refused_above_the_floor(tmp_path):
+    from appliance.archive import MAX_RATIO, RATIO_FLOOR_BYTES, Limits
+
+    assert (RATIO_FLOOR_BYTES, MAX_RATIO) == (200 * 1024**2, 100)
+    limits = Limits(ratio_floor=4 * 1024 * 1024)
+    path = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("ds/images/train/small.bmp", b"\0" * (3 * 1024 * 1024))
+        archive.writestr("ds/images/train/big.bmp", b"\0" * (6 * 1024 * 1024))
+    with Archive(path, limits) as archive:
+        assert archive.names() == ["ds/images/train/small.bmp"]
+        assert [s.reason for s in archive.skipped] == ["compression_ratio"]
+    tgz = _tar(tmp_path / "bomb.tgz", {"a.bmp": b"\0" * (6 * 1024 * 1024)})
+    with pytest.raises(Invalid, match="compression_ratio"):
+        Archive(tgz, limits)
+    with pytest.raises(Invalid, match="limit"):
+        Archive(tgz, Limits(max_total_bytes=1024 * 1024))
+
+
+def test_trial_3_backslash_zip_names_are_folders_read_by_their_own_name(tmp_path):
+    path = tmp_path / "win.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ds\\images\\train\\a.jpg", b"image")
+    with Archive(path) as archive:
+        assert archive.names() == ["ds/images/train/a.jpg"]
+        assert archive.read("ds/images/train/a.jpg") == b"image"
+
+
+def test_trial_10_duplicate_path_first_copy_is_the_one_read(tmp_path):
+    path = tmp_path / "twice.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.jpg", b"first")
+        with pytest.warns(UserWarning):
+            archive.writestr("a.jpg", b"second")
+    with Archive(path) as archive:
+        assert archive.read("a.jpg") == b"first"
+        assert archive.skipped[0].reason == "duplicate_path"
+    tar = tmp_path / "twice.tar"
+    with tarfile.open(tar, "w") as archive:
+        for data in (b"first", b"second"):
+            info = tarfile.TarInfo("a.jpg")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    with Archive(tar) as archive:
+        assert archive.read("a.jpg") == b"first"
+
+
+def test_trial_4_tar_names_not_utf8_are_shown_with_replacement(tmp_path):
+    path = tmp_path / "latin1.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as archive:
+        info = tarfile.TarInfo(b"caf\xe9.jpg".decode("utf-8", "surrogateescape"))
+        info.size = 5
+        archive.addfile(info, io.BytesIO(b"image"))
+    with Archive(path) as archive:
+        assert archive.names() == ["caf\ufffd.jpg"]
+        assert archive.read("caf\ufffd.jpg") == b"image"
+        assert "caf\ufffd.jpg" in archive.renamed
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "1",
+        "I",
+        "I;16",
+        "I;16B",
+        "F",
+        "LA",
+        "PA",
+        "La",
+        "RGBa",
+        "CMYK",
+        "YCbCr",
+        "LAB",
+        "HSV",
+    ],
+)
+def test_trial_2_every_pillow_mode_becomes_8bit_rgb(mode):
+    from appliance.ingest.images import _to_rgb
+
+    image = Image.new(mode, (16, 16))
+    assert _to_rgb(image).mode == "RGB"
+
+
+def test_trial_2_float_and_32bit_images_keep_their_range():
+    import numpy as np
+
+    from appliance.ingest.images import _to_rgb
+
+    ramp = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
+    out = np.asarray(_to_rgb(Image.fromarray(ramp, "F")))
+    assert out.min() == 0 and out.max() == 255
+    deep = (np.arange(256, dtype=np.int32) * 256).reshape(16, 16)
+    out = np.asarray(_to_rgb(Image.fromarray(deep, "I")))
+    assert out.max() == 254 and out[0, 1, 0] == 1
+
+
+def test_trial_4_a_zip_whose_utf8_names_are_not_is_a_clear_error(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("caf\u00e9.jpg", b"x")  # flagged UTF-8
+    path = tmp_path / "bad.zip"
+    path.write_bytes(buffer.getvalue().replace("caf\u00e9".encode(), b"caf\xff\xfe"))
+    with pytest.raises(Invalid, match="UTF-8"):
+        Archive(path)
+
+
+@pytest.mark.parametrize(
+    "rows, shape",
+    [
+        (["0 .5 .5 .2 .2 .4 .4 2 .6 .6 1"], [2, 3]),  # flags at every third value
+        (["0 .5 .5 .2 .2 .4 .4 .3 .6 .6 .5"], [3, 2]),  # no flags: pairs
+        (["0 .5 .5 .2 .2 .4 .4 .5 .6 .6"], None),  # 9 values: pose [2, 2] or obb
+        (["0 .5 .5 .2 .2 .4 .4 2", "0 .5 .5 .2 .2 .4 .4 2 .6 .6 2"], None),  # lengths
+        (["0 .5 .5 .2 .2 .4 .4 .7"], None),  # 3 values, the third no flag
+    ],
+)
+def test_trial_19_keypoint_shape_needs_consistent_rows_that_fit(rows, shape):
+    from appliance.ingest.labels import guess_kpt_shape
+
+    guessed, problem = guess_kpt_shape([row.split() for row in rows])
+    assert guessed == shape
+    assert (problem is None) == (shape is not None)
+    if problem:
+        assert "kpt_shape" in problem

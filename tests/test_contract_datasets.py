@@ -279,7 +279,8 @@ def test_image_operations_match_the_contract(api):
     check("DELETE", bulk, bulk, 200, body={"imageIds": [d, e]})
     check("DELETE", f"/api/images/{a}", IMAGE, 403, who="bob")
     check("DELETE", f"/api/images/{a}", IMAGE, 200)
-    check("DELETE", f"/api/images/{a}", IMAGE, 404)
+    check("DELETE", f"/api/images/{a}", IMAGE, 409)  # the contract: already deleted
+    check("DELETE", f"/api/images/{'f' * 24}", IMAGE, 404)
 
 
 def test_trash_operations_match_the_contract(api):

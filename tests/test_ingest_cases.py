@@ -295,7 +295,7 @@ def test_task_mismatch_rejects_labels_of_a_non_empty_dataset(store, tmp_path):
     ingest(store, tmp_path, base_files())
     files = rebase(_pose_files(b"kpt_shape: [2, 3]\n"), "ds/", "q/")
     files = {k: (_distinct(k) if k.endswith(".jpg") else v) for k, v in files.items()}
-    summary, dataset, _ = ingest(store, tmp_path, files)
+    summary, dataset, _ = ingest(store, tmp_path, files, conflict_policy="keep_both")
     assert dataset["task"] == "detect"
     assert summary["skippedCounts"] == {"task_mismatch": 4}
 
@@ -583,3 +583,309 @@ def test_coco_keypoints_make_a_pose_dataset(store, tmp_path):
             "keypoints": [0.25, 0.5, 2, 0.75, 0.5, 1],
         }
     ]
+
+
+# -- findings of the fresh-user trial ----------------------------------------
+
+
+def _tiff(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def test_trial_2_float_tiff_is_one_files_business(store, tmp_path):
+    import numpy as np
+
+    files = base_files()
+    ramp = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    files["ds/images/train/a.jpg"] = _tiff(Image.fromarray(ramp, "F"))
+    summary, _, report = ingest(store, tmp_path, files)
+    assert summary["added"] == 4 and summary["errors"] == 0
+    verdict = report["ds/images/train/a.jpg"]
+    assert (verdict["verdict"], verdict["reason"]) == ("fixed", "converted_to_rgb")
+    row = images(store)["a.jpg"]
+    stored = Image.open(store[1].image_path(row["hash"], row["ext"]))
+    assert stored.mode == "RGB" and stored.getpixel((63, 63))[0] > 240
+
+
+def test_trial_2_an_unexpected_error_in_one_file_is_its_internal_error(
+    store, tmp_path, monkeypatch, caplog
+):
+    from appliance.ingest import job as job_module
+
+    real = job_module.normalise
+
+    def broken(data, name=""):
+        if name == "b.jpg":
+            raise TypeError("something nobody expected")
+        return real(data, name)
+
+    monkeypatch.setattr(job_module, "normalise", broken)
+    with caplog.at_level("ERROR"):
+        summary, dataset, report = ingest(store, tmp_path, base_files())
+    assert summary["added"] == 3 and dataset["status"] == "ready"
+    assert summary["skippedCounts"] == {"internal_error": 1}
+    assert report["ds/images/train/b.jpg"]["reason"] == "internal_error"
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert logged and logged[0].exc_info and "b.jpg" in logged[0].getMessage()
+
+
+def test_trial_3_windows_backslash_names_pair_images_and_labels(store, tmp_path):
+    files = {k.replace("/", "\\"): v for k, v in base_files("").items()}
+    summary, dataset, report = ingest(store, tmp_path, files)
+    assert summary["added"] == 4 and summary["paired"] == 4
+    assert summary["splits"] == {"train": 2, "val": 2}
+    assert "images/train/a.jpg" in report
+
+
+def test_trial_4_a_tar_name_that_is_not_utf8_is_stored_safely(store, tmp_path):
+    import tarfile
+
+    db, blobs, ids = store
+    path = tmp_path / "names.tar"
+    files = base_files("")
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo(
+            b"images/train/caf\xe9.jpg".decode("utf-8", "surrogateescape")
+        )
+        data = _distinct("cafe")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    job = db.create_job("ingest", ids["detect"], None)
+    summary = run_ingest(
+        db, blobs, ids["detect"], job["id"], path, IngestOptions(), lambda p, m: None
+    )
+    assert summary["added"] == 5
+    assert "caf\ufffd.jpg" in images(store)
+    report = {r["path"]: r for r in db.ingest_report(ids["detect"], job["id"])}
+    verdict = report["images/train/caf\ufffd.jpg"]
+    assert verdict["verdict"] == "fixed" and verdict["reason"] == "renamed"
+
+
+def _other(files, stems="ab"):
+    """The base files with different pixels for the given stems."""
+    out = dict(files)
+    for stem in stems:
+        out[f"ds/images/train/{stem}.jpg"] = _distinct("other" + stem)
+    return out
+
+
+def test_trial_7_name_conflicts_follow_the_policy(store, tmp_path):
+    ingest(store, tmp_path, base_files())
+    before = images(store)["a.jpg"]
+    summary, _, report = ingest(store, tmp_path, _other(base_files(), "a"))
+    assert report["ds/images/train/a.jpg"]["reason"] == "name_conflict"
+    assert summary["skippedCounts"] == {"name_conflict": 1, "duplicate": 3}
+    assert images(store)["a.jpg"]["hash"] == before["hash"]
+
+    summary, _, report = ingest(
+        store, tmp_path, _other(base_files(), "a"), conflict_policy="keep_both"
+    )
+    verdict = report["ds/images/train/a.jpg"]
+    assert (verdict["verdict"], verdict["reason"]) == ("fixed", "renamed")
+    assert "a_1.jpg" in verdict["detail"]
+    assert {"a.jpg", "a_1.jpg"} <= set(images(store))
+    # Identical images kept by keep_both get their own names too.
+    assert report["ds/images/train/b.jpg"]["reason"] == "renamed"
+    assert len(images(store)) == 8
+
+    summary, dataset, report = ingest(
+        store, tmp_path, _other(base_files(), "b"), conflict_policy="replace"
+    )
+    now = images(store)
+    assert report["ds/images/train/b.jpg"]["reason"] == "replaced"
+    # replace removes by content: the keep_both copies b_1, c_1, d_1 go with b, c, d.
+    assert now["b.jpg"]["hash"] != before["hash"] and set(now) == {
+        "a.jpg",
+        "a_1.jpg",
+        "b.jpg",
+        "c.jpg",
+        "d.jpg",
+    }
+
+
+def test_trial_7_same_name_twice_in_one_upload_keeps_both(store, tmp_path):
+    files = base_files()
+    files["ds/images/val/a.jpg"] = _distinct("val-a")
+    summary, _, report = ingest(store, tmp_path, files)
+    assert summary["added"] == 5
+    assert report["ds/images/val/a.jpg"]["reason"] == "renamed"
+    assert {"a.jpg", "a_1.jpg"} <= set(images(store))
+
+
+def test_trial_10_a_path_twice_reads_the_first_copy_and_says_so(store, tmp_path):
+    db, blobs, ids = store
+    path = write_zip(tmp_path / "twice.zip", base_files())
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning):
+        archive.writestr("ds/images/train/a.jpg", _distinct("second copy"))
+    job = db.create_job("ingest", ids["detect"], None)
+    run_ingest(
+        db, blobs, ids["detect"], job["id"], path, IngestOptions(), lambda p, m: None
+    )
+    report = db.ingest_report(ids["detect"], job["id"])
+    verdicts = [r for r in report if r["path"] == "ds/images/train/a.jpg"]
+    assert sorted(r["verdict"] for r in verdicts) == ["accepted", "rejected"]
+    ignored = next(r for r in verdicts if r["verdict"] == "rejected")
+    assert ignored["reason"] == "duplicate_path" and "first copy" in ignored["detail"]
+    first = base_files()["ds/images/train/a.jpg"]
+    from appliance.blobs import content_hash
+
+    assert images(store)["a.jpg"]["hash"] == content_hash(first)
+
+
+def test_trial_18_duplicates_are_not_errors_and_fixes_carry_a_code(store, tmp_path):
+    ingest(store, tmp_path, base_files())
+    files = base_files()
+    files["ds/labels/val/c.txt"] = b"0 0.5 0.5 0.25 0.25\n0 0.5 0.5 0.25 0.25\n"
+    files["ds/images/val/c.jpg"] = _distinct("new c")
+    files["ds/images/val/c2.jpg"] = files.pop("ds/images/val/c.jpg")
+    files["ds/labels/val/c2.txt"] = files.pop("ds/labels/val/c.txt")
+    summary, _, report = ingest(store, tmp_path, files)
+    assert summary["errors"] == 0 and summary["duplicates"] == 3
+    verdict = report["ds/images/val/c2.jpg"]
+    assert (verdict["verdict"], verdict["reason"]) == (
+        "fixed",
+        "duplicate_rows_removed",
+    )
+
+
+def test_trial_19_pose_rows_need_a_shape_they_fit(store, tmp_path):
+    files = _pose_files(b"")
+    for name in files:
+        if name.endswith(".txt"):
+            files[name] = b"0 0.1 0.1 0.5 0.1 0.5 0.5 0.1 0.5\n"
+    summary, _, report = ingest(store, tmp_path, files, "pose")
+    assert summary["skippedCounts"] == {"kpt_shape_unknown": 4}
+    assert "kpt_shape" in report["ds/labels/train/a.txt"]["detail"]
+    assert summary["labeled"] == 0
+
+
+def test_trial_19_pose_rows_switch_an_empty_detect_dataset(store, tmp_path):
+    files = base_files()
+    for name in files:
+        if name.endswith(".txt"):
+            files[name] = b"0 .5 .5 .2 .2 .4 .4 2 .6 .6 2\n"
+    summary, dataset, _ = ingest(store, tmp_path, files)
+    assert dataset["task"] == "pose" and summary["errors"] == 0
+    assert dataset["metadata"]["kptShape"] == [2, 3]
+
+
+def test_trial_19_pose_rows_in_a_non_empty_detect_dataset_are_a_mismatch(
+    store, tmp_path
+):
+    ingest(store, tmp_path, base_files())
+    files = rebase(base_files(), "ds/", "p/")
+    files = {
+        k: (_distinct(k) if k.endswith(".jpg") else b"0 .5 .5 .2 .2 .4 .4 2 .6 .6 2\n")
+        if k.endswith((".jpg", ".txt"))
+        else v
+        for k, v in files.items()
+    }
+    summary, dataset, _ = ingest(store, tmp_path, files, conflict_policy="keep_both")
+    assert dataset["task"] == "detect"
+    assert summary["skippedCounts"] == {"task_mismatch": 4}
+
+
+def test_trial_22_messages_say_what_the_file_is(store, tmp_path):
+    files = base_files()
+    files["ds/images/train/..jpg"] = _distinct("hidden")
+    files["ds/data.yaml"] = b"train: images/train\nval: images/val\nnames: {}\n"
+    summary, _, report = ingest(store, tmp_path, files)
+    assert "hidden file" in report["ds/images/train/..jpg"]["detail"]
+    detail = report["ds/labels/train/a.txt"]["detail"]
+    assert "declares no classes" in detail and "0..-1" not in detail
+
+
+def _coco_files(annotations, images=None) -> dict[str, bytes]:
+    import json
+
+    coco = {
+        "images": images
+        or [
+            {"id": 1, "file_name": "a.jpg", "width": 64, "height": 64},
+            {"id": 2, "file_name": "b.jpg", "width": 64, "height": 64},
+        ],
+        "categories": [{"id": 7, "name": "cat"}],
+        "annotations": annotations,
+    }
+    return {
+        "train/_annotations.coco.json": json.dumps(coco).encode(),
+        "train/a.jpg": _distinct("coco a"),
+        "train/b.jpg": _distinct("coco b"),
+    }
+
+
+def test_trial_9_coco_refusals_clipping_and_missing_images(store, tmp_path):
+    crowd = {"segmentation": {"counts": "x", "size": [64, 64]}, "iscrowd": 1}
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 7, "bbox": [0, 0, 8, 8], **crowd},
+        {"id": 2, "image_id": 2, "category_id": 7, "bbox": [32, 32, 33, 16]},
+        {"id": 3, "image_id": 2, "category_id": 7, "bbox": [40, 0, 200, 8]},
+        {"id": 4, "image_id": 99, "category_id": 7, "bbox": [0, 0, 8, 8]},
+    ]
+    summary, _, report = ingest(store, tmp_path, _coco_files(annotations))
+    rows = images(store)
+    # a.jpg's only annotation was refused: an error, not a background image.
+    assert rows["a.jpg"]["labels"] is None and rows["a.jpg"]["error"]
+    assert summary["background"] == 0 and summary["labeled"] == 1
+    # b.jpg: the box 1 px past the edge is clipped; the one far past it refused alone.
+    assert rows["b.jpg"]["labels"] == [{"classId": 0, "bbox": [0.75, 0.625, 0.5, 0.25]}]
+    assert report["train/b.jpg"]["reason"] == "clipped"
+    assert summary["skippedCounts"] == {
+        "rle_annotation": 1,
+        "out_of_bounds": 1,
+        "missing_image": 1,
+    }
+    assert not any("pixel" in (r["detail"] or "") for r in report.values())
+
+
+def test_trial_4_a_failed_ingest_leaves_no_orphan_blobs(store, tmp_path, monkeypatch):
+    db, blobs, _ = store
+    ingest(store, tmp_path, base_files())
+
+    def stored():
+        files = (
+            p.relative_to(blobs.root) for p in blobs.root.rglob("*") if p.is_file()
+        )
+        return {p for p in files if p.parts[0] in ("images", "thumbnails")}
+
+    kept = stored()
+    assert len(kept) == 8
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the database refused the rows")
+
+    monkeypatch.setattr(db, "replace_images", fail)
+    files = rebase(base_files(), "ds/", "other/")
+    files = {k: (_distinct(k) if k.endswith(".jpg") else v) for k, v in files.items()}
+    files["other/images/train/a.jpg"] = base_files()["ds/images/train/a.jpg"]
+    with pytest.raises(RuntimeError):
+        ingest(store, tmp_path, files, conflict_policy="keep_both")
+    assert stored() == kept
+
+
+def test_trial_3_coco_file_names_with_backslashes_find_their_images(store, tmp_path):
+    files = _coco_files(
+        [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [8, 8, 16, 16]}],
+        [{"id": 1, "file_name": "train\\a.jpg", "width": 64, "height": 64}],
+    )
+    files = {k.replace("/", "\\"): v for k, v in files.items()}
+    summary, _, _ = ingest(store, tmp_path, files)
+    assert summary["added"] == 1 and summary["labeled"] == 1
+
+
+def test_trial_18_a_task_change_to_classify_unlabels_empty_lists(store, tmp_path):
+    db, _, ids = store
+    files = base_files()
+    files["ds/labels/train/a.txt"] = b""  # a background image: labels []
+    ingest(store, tmp_path, files)
+    assert images(store)["a.jpg"]["labels"] == []
+    assert db.dataset_stats(ids["detect"])["labeled"] == 4
+    db.db["datasets"].update(ids["detect"], {"task": "classify"})
+    assert images(store)["a.jpg"]["labels"] is None
+    assert db.dataset_stats(ids["detect"])["labeled"] == 3

@@ -559,8 +559,32 @@ def test_ndjson_urls_of_this_appliance_need_a_valid_signature(tmp_path):
         (forged, "invalid_signature"),
         ("http://127.0.0.1:9999" + path, "remote_url_offline"),
         ("https://example.com" + path, "remote_url_offline"),
-        (signer.url("/files/models/x/best.pt"), "remote_url_offline"),
+        (signer.url("/files/models/x/best.pt"), "not_an_image_url"),
     ]:
         with pytest.raises(_Refused) as refused:
             _local_blob(url, blobs, signer)
         assert refused.value.reason == reason
+
+
+def test_trial_22_a_thumbnail_url_of_this_appliance_reads_its_image(tmp_path):
+    from appliance.blobs import BlobStore
+    from appliance.ingest.ndjson_in import _local_blob, _Refused
+    from appliance.serialize import thumbnail_segments
+    from appliance.signing import Signer
+
+    blobs = BlobStore(tmp_path)
+    signer = Signer(b"k" * 32, "http://127.0.0.1:8000", 600)
+    data = jpeg_bytes()
+    digest, _ = blobs.put_image(data, "png")
+    thumb = "/files/" + "/".join(thumbnail_segments(digest))
+    assert _local_blob(signer.url(thumb), blobs, signer) == blobs.image_path(
+        digest, "png"
+    )
+    gone = "/files/" + "/".join(thumbnail_segments("cd" * 16))
+    with pytest.raises(_Refused) as refused:
+        _local_blob(signer.url(gone), blobs, signer)
+    assert refused.value.reason == "missing_image"
+    assert "thumbnail of this appliance" in refused.value.message
+    with pytest.raises(_Refused) as refused:
+        _local_blob(signer.url("/files/models/x/best.pt"), blobs, signer)
+    assert "not this appliance" not in refused.value.message

@@ -115,3 +115,29 @@ def test_a_version_keeps_its_content_after_edits(api, tmp_path):
     api("POST", "/api/datasets", 201, json={"dataset": "old", "name": "O"})
     api.ingest("old", "v1.ndjson", snapshot)
     assert len(api.images("old")) == 4
+
+
+def test_trial_18_an_empty_classify_label_is_unlabeled_everywhere(api, tmp_path):
+    archive = write_zip(tmp_path / "src.zip", _classify_files()).read_bytes()
+    api(
+        "POST",
+        "/api/datasets",
+        201,
+        json={"dataset": "src", "name": "S", "task": "classify"},
+    )
+    api.ingest("src", "src.zip", archive)
+    first = api.images("src")[0]
+    api("PATCH", f"/api/images/{first['id']}", json={"labels": []})
+    dataset = api("GET", "/api/datasets/alice/src")["dataset"]
+    labeled = dataset["splits"]["labeled"]
+    assert labeled == 3
+    with_label = api("GET", "/api/datasets/alice/src/images?hasLabel=true&limit=100")
+    assert first["id"] not in [i["id"] for i in with_label["images"]]
+    api(
+        "POST",
+        "/api/datasets",
+        201,
+        json={"dataset": "dst", "name": "D", "task": "classify"},
+    )
+    copy = api.ingest("dst", "src.ndjson", api.ndjson("src"))
+    assert copy["imageCount"] == 4 and copy["splits"]["labeled"] == labeled

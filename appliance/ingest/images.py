@@ -10,6 +10,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 from pi_heif import register_heif_opener
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
@@ -175,16 +176,46 @@ def _orientation(image: Image.Image) -> int:
         return 1  # a broken EXIF block is not a broken image
 
 
+#: Modes with more than 8 bits a channel: brought to 8-bit grey first.
+_DEEP_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: Premultiplied alpha: made straight alpha before the background is filled in.
+_PREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        image = image.point(lambda v: v / 256).convert("L")
-    elif image.mode == "F":
-        image = image.point(lambda v: min(max(v, 0), 255)).convert("L")
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.split()[-1])
-        return background
-    return image.convert("RGB")
+    """8-bit RGB from any Pillow mode; a mode that cannot be converted is this
+    image's `unsupported_mode` rejection."""
+    mode = image.mode
+    try:
+        if mode in _DEEP_MODES:
+            image = _to_8bit(image)
+        if image.mode in _PREMULTIPLIED:
+            image = image.convert(_PREMULTIPLIED[image.mode])
+        if image.mode == "P":
+            image = image.convert("RGBA")
+        if image.mode in ("RGBA", "LA", "PA"):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGB", image.size, (255, 255, 255))
+            background.paste(rgba, mask=rgba.split()[-1])
+            return background
+        return image.convert("RGB")
+    except (ValueError, OSError, TypeError) as exc:
+        raise ImageRejected(
+            "unsupported_mode", f"cannot convert a {mode} image to 8-bit RGB ({exc})"
+        ) from None
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Grey levels of a 16-bit, 32-bit integer or float image, scaled to 0-255:
+    16-bit by its full range, 32-bit integers by the range they use, floats as
+    0-1 when they stay in it, else clipped to 0-255."""
+    values = np.asarray(image, dtype=np.float64)
+    values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
+    top = float(values.max()) if values.size else 0.0
+    if image.mode.startswith("I;16"):
+        values = values / 257.0
+    elif image.mode == "I" and top > 255:
+        values = values * (255.0 / (65535.0 if top <= 65535 else top))
+    elif image.mode == "F" and float(values.min(initial=0.0)) >= 0 and top <= 1.0:
+        values = values * 255.0
+    return Image.fromarray(np.clip(values, 0, 255).round().astype(np.uint8), "L")

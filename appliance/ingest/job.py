@@ -3,7 +3,19 @@
 Nothing is visible until the end: images and thumbnails are stored
 content-addressed as they are read (harmless if the job dies), and the rows that
 make them part of the dataset are written in one transaction. A dry run stores
-nothing and returns the verdicts."""
+nothing and returns the verdicts.
+
+No single file fails the ingest: an unexpected error while reading, decoding or
+labelling one file is logged with its traceback and becomes that file's
+`internal_error` verdict.
+
+Names are kept unique within the dataset (whatever the split). An incoming image
+named like an existing one with other content follows conflictPolicy (`skip`:
+rejected `name_conflict`; `keep_both`: stored as `stem_1.ext`, fixed `renamed`, as
+is a kept identical image; `replace`: the old image and its labels are removed in
+the same transaction). Two files of one upload with the same name (cat/1.jpg,
+dog/1.jpg) are both kept, the later one renamed, whatever the policy; identical
+content is still a duplicate under `skip`."""
 
 from __future__ import annotations
 
@@ -35,6 +47,34 @@ from .video import extract_frames
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
+#: The reason code of a `fixed` verdict, from the start of its first fix's text.
+_FIX_CODES = (
+    ("exif_orientation_applied", "exif_orientation_applied"),
+    ("truncated_jpeg_restored", "truncated_jpeg_restored"),
+    ("converted ", "converted_to_rgb"),
+    ("resized ", "resized"),
+    ("re-encoded ", "reencoded"),
+    ("removed ", "duplicate_rows_removed"),
+    ("made ", "boxes_to_polygons"),
+    ("clipped ", "clipped"),
+    ("dropped ", "annotations_dropped"),
+    ("replaced ", "replaced"),
+    ("renamed", "renamed"),
+)
+
+
+def fix_code(text: str) -> str:
+    return next((code for start, code in _FIX_CODES if text.startswith(start)), "fixed")
+
+
+def _internal(what: str, path: str, exc: BaseException) -> tuple[str, str]:
+    logger.error("ingest: unexpected error %s %s", what, path, exc_info=exc)
+    return "internal_error", (
+        f"unexpected {exc.__class__.__name__} while {what} this file; the ingest"
+        " went on without it (the server log has the details)"
+    )
+
+
 #: Images decoded at once: Pillow releases the GIL while it decodes and encodes.
 NORMALISE_THREADS = 8
 
@@ -61,11 +101,20 @@ class _Run:
     ctx: Context
     mapping: classes.Mapping
     known: set[str]
-    mismatch: str | None = None  # why every label is refused (a task mismatch)
+    #: Image name -> the content hashes stored under it (dataset, then upload).
+    names: dict[str, set[str]] = field(default_factory=dict)
+    #: Names taken by this upload's own images.
+    upload_names: set[str] = field(default_factory=set)
+    #: Source names changed to be stored (not UTF-8): path -> why.
+    renamed: dict[str, str] = field(default_factory=dict)
+    #: Why every label is refused: (reason, detail), e.g. a task mismatch.
+    mismatch: tuple[str, str] | None = None
     report: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     #: Hashes whose existing images this ingest replaces (conflictPolicy=replace).
     replaced: set[str] = field(default_factory=set)
+    #: Blob files this run wrote that did not exist before: (hash, path).
+    created: list[tuple[str, Path]] = field(default_factory=list)
     background: int = 0
     dropped: int = 0
     class_names: list[str] = field(default_factory=list)
@@ -86,6 +135,9 @@ class _Run:
         except (MemberError, ImageRejected) as exc:
             self.verdict(entry.path, "rejected", exc.reason, exc.detail)
             return []
+        except Exception as exc:  # one file never fails the ingest
+            self.verdict(entry.path, "rejected", *_internal("reading", entry.path, exc))
+            return []
         self.verdict(entry.path, "accepted", None, f"{len(frames)} frames taken")
         return [(f"{entry.path}#{name}", name, frame) for name, frame in frames]
 
@@ -105,14 +157,23 @@ class _Run:
             if self.options.conflict_policy == "replace":
                 self.replaced.add(digest)
                 fixes.append("replaced the identical image already in the dataset")
+        name = self._name(path, name, digest, fixes)
+        if name is None:
+            return
+        if path in self.renamed:
+            fixes.append(f"renamed: {self.renamed[path]}")
         self.known.add(digest)
         labels, error = self._labels(entry, path, image.width, image.height, fixes)
         if not self.options.dry_run:
             # Flushed to disk together before the rows are written (see run_ingest).
-            self.blobs.put_image(image.data, image.ext, durable=False)
+            target = self.blobs.image_path(digest, image.ext)
+            if not target.exists():
+                self.blobs.put_image(image.data, image.ext, durable=False)
+                self.created.append((digest, target))
             thumb = self.blobs.path(*thumbnail_segments(digest))
             if not thumb.exists():
                 self.blobs.put_bytes(thumb, image.thumbnail, durable=False)
+                self.created.append((digest, thumb))
         if labels == [] and self.ctx.task != "classify":
             self.background += 1
         self.rows.append(
@@ -133,9 +194,42 @@ class _Run:
         notes = fixes + image.notes
         if error:
             notes.append("stored unlabeled: its label was rejected")
+        reason = fix_code(fixes[0]) if fixes else None
         self.verdict(
-            path, "fixed" if fixes else "accepted", None, "; ".join(notes) or None
+            path, "fixed" if fixes else "accepted", reason, "; ".join(notes) or None
         )
+
+    def _name(self, path: str, name: str, digest: str, fixes: list[str]) -> str | None:
+        """The name to store the image under, or None when it is refused (see the
+        module docstring for the rules)."""
+        taken = self.names.get(name)
+        policy = self.options.conflict_policy
+        in_dataset = name not in self.upload_names
+        if not taken:
+            pass
+        elif in_dataset and digest in taken and policy != "keep_both":
+            pass  # the identical image: its policy was applied as a content duplicate
+        elif in_dataset and digest not in taken and policy == "skip":
+            detail = (
+                f"the dataset already has an image named {name} with other"
+                " content; conflictPolicy keep_both or replace takes it"
+            )
+            self.verdict(path, "rejected", "name_conflict", detail)
+            return None
+        elif in_dataset and digest not in taken and policy == "replace":
+            self.replaced |= taken
+            self.names[name] = set()
+            fixes.append(
+                f"replaced the image named {name} already in the dataset (its labels too)"
+            )
+        else:
+            new = _unique_name(name, self.names)
+            where = "the dataset" if in_dataset else "this upload"
+            fixes.append(f"renamed to {new}: {where} already has an image named {name}")
+            name = new
+        self.names.setdefault(name, set()).add(digest)
+        self.upload_names.add(name)
+        return name
 
     def _labels(
         self, entry, path, width, height, fixes
@@ -145,11 +239,21 @@ class _Run:
         where = entry.label_path or f"{path}#labels"
         try:
             if self.mismatch:
-                raise LabelError("task_mismatch", self.mismatch)
+                raise LabelError(*self.mismatch)
             parsed = entry.labels(self.ctx, width, height)
         except LabelError as exc:
             self.verdict(where, "rejected", exc.reason, exc.detail)
             return None, f"{exc.reason}: {exc.detail}"
+        except Exception as exc:  # one label file never fails the ingest
+            reason, detail = _internal("parsing the labels of", where, exc)
+            self.verdict(where, "rejected", reason, detail)
+            return None, f"{reason}: {detail}"
+        for reason, detail in parsed.rejected:
+            self.verdict(where, "rejected", reason, detail)
+        if parsed.error and not parsed.labels:
+            # Its annotations were all refused (each has its verdict): the image is
+            # not a background image, and hasError lists it.
+            return None, f"{parsed.error[0]}: {parsed.error[1]}"
         labels, dropped = classes.apply(parsed.labels, self.mapping)
         fixes += parsed.fixes
         if dropped:
@@ -165,11 +269,23 @@ class _Run:
         return {**(entry.metadata or {}), **(given or {})}
 
 
+def _unique_name(name: str, taken: dict[str, set[str]]) -> str:
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    n = 1
+    while f"{stem}_{n}{dot}{ext}" in taken:
+        n += 1
+    return f"{stem}_{n}{dot}{ext}"
+
+
 def _normalised(data: bytes, name: str) -> NormalImage | ImageRejected:
     try:
         return normalise(data, name)
     except ImageRejected as exc:
         return exc
+    except Exception as exc:  # one image never fails the ingest
+        return ImageRejected(*_internal("decoding", name, exc))
 
 
 def _read_all(run: _Run, entries: list[Entry], progress: Progress) -> None:
@@ -182,7 +298,12 @@ def _read_all(run: _Run, entries: list[Entry], progress: Progress) -> None:
     def settle(most: int) -> None:
         while len(pending) > most:
             entry, path, name, future = pending.popleft()
-            run.image(entry, path, name, future.result())
+            try:
+                run.image(entry, path, name, future.result())
+            except OSError:
+                raise  # the store failing (a full disk) is not this file's fault
+            except Exception as exc:  # one image never fails the ingest
+                run.verdict(path, "rejected", *_internal("storing", path, exc))
 
     total = max(len(entries), 1)
     with ThreadPoolExecutor(workers, thread_name_prefix="normalise") as pool:
@@ -219,9 +340,14 @@ def run_ingest(
         plan = choose_plan(source, source.names(), dataset, blobs, signer)
         task, notes = _task(dataset, plan, empty=not before.get("images"))
         run = _prepare(db, blobs, dataset, plan, task, options)
+        run.renamed = dict(source.renamed)
         for path, verdict, reason, detail in skipped + plan.verdicts:
             run.verdict(path, verdict, reason, detail)
-        _read_all(run, plan.entries, progress)
+        try:
+            _read_all(run, plan.entries, progress)
+        except BaseException:
+            _remove_created(db, run)
+            raise
     notes = plan.notes + notes
     if plan.class_names is None:
         used = max(
@@ -242,19 +368,34 @@ def run_ingest(
     progress(95.0, "saving")
     # The images were written without a flush each; one sync makes them durable
     # before any row points at them.
-    blobs.sync()
-    db.replace_images(
-        dataset_id, run.rows, run.report, job_id, remove=run.replaced, **fields
-    )
+    try:
+        blobs.sync()
+        db.replace_images(
+            dataset_id, run.rows, run.report, job_id, remove=run.replaced, **fields
+        )
+    except BaseException:
+        _remove_created(db, run)
+        raise
     logger.info("ingest %s into %s: %s", job_id, dataset_id, summary)
     return summary
+
+
+def _remove_created(db: Database, run: _Run) -> None:
+    """After a failed ingest: delete the blobs it wrote that no image row uses
+    (another dataset may hold the same content)."""
+    used = db.hashes_in_use(digest for digest, _ in run.created)
+    for digest, path in run.created:
+        if digest not in used:
+            path.unlink(missing_ok=True)
 
 
 def _task(dataset: dict, plan: Plan, empty: bool) -> tuple[str, list[str]]:
     """The task to ingest as: the dataset's, or, for an empty dataset, the one the
     source unmistakably is."""
     task = dataset["task"]
-    hint = plan.task or ("obb" if plan.obb_rows and task == "detect" else None)
+    hint = plan.task
+    if not hint and task == "detect":
+        hint = "obb" if plan.obb_rows else "pose" if plan.pose_rows else None
     if not hint or hint == task or (task == "detect" and hint == "segment"):
         return task, []
     if empty:
@@ -287,13 +428,23 @@ def _prepare(db, blobs, dataset, plan: Plan, task: str, options: IngestOptions) 
         and plan.task != task
         and not (task == "detect" and plan.task == "segment")
     ):
-        mismatch = f"the upload is a {plan.task} dataset; this dataset's task is {task}"
+        detail = f"the upload is a {plan.task} dataset; this dataset's task is {task}"
+        mismatch = ("task_mismatch", detail)
+    elif plan.pose_rows and task != "pose":
+        detail = (
+            "the label rows are pose rows (class, box, keypoints with visibility);"
+            f" this dataset's task is {task}"
+        )
+        mismatch = ("task_mismatch", detail)
+    elif task == "pose" and kpt_shape is None and plan.kpt_problem:
+        mismatch = ("kpt_shape_unknown", plan.kpt_problem)
     return _Run(
         blobs=blobs,
         options=options,
         ctx=Context(task, class_count, kpt_shape, options.boxes_as_polygons),
         mapping=mapping,
         known=db.image_hashes(dataset["id"]),
+        names=db.image_names(dataset["id"]),
         mismatch=mismatch,
         class_names=names,
     )
@@ -305,7 +456,9 @@ def _summary(run: _Run, plan: Plan, task, notes, moved, seconds) -> dict:
     return {
         "added": len(run.rows),
         "paired": sum(1 for r in run.rows if r["labels"] is not None),
-        "errors": sum(rejected.values()),
+        # An identical image already there is not an error: counted apart.
+        "errors": sum(n for reason, n in rejected.items() if reason != "duplicate"),
+        "duplicates": rejected.get("duplicate", 0),
         "fixed": sum(1 for r in run.report if r["verdict"] == "fixed"),
         "skippedCounts": dict(rejected),
         "labeled": labeled,

@@ -33,6 +33,11 @@ class LabelError(ValueError):
 class ParsedLabels:
     labels: list[dict] = field(default_factory=list)
     fixes: list[str] = field(default_factory=list)
+    #: (reason, detail) when some of the image's annotations were refused one by
+    #: one (COCO); with no labels left the image is stored with this error.
+    error: tuple[str, str] | None = None
+    #: Annotations refused one by one while parsing: (reason, detail) each.
+    rejected: list[tuple[str, str]] = field(default_factory=list)
 
 
 def rows_of(text: str) -> list[list[str]]:
@@ -55,12 +60,18 @@ def _class_id(token: str, line_no: int, class_count: int | None) -> int:
     cls = int(value)
     limit = MAX_CLASSES if class_count is None else class_count
     if cls >= limit:
-        detail = (
-            f"line {line_no}: class {cls} is over the limit of {MAX_CLASSES}"
-            if class_count is None
-            else f"line {line_no}: class {cls} but the dataset has {class_count}"
-            f" classes (0..{class_count - 1})"
-        )
+        if class_count is None:
+            detail = f"line {line_no}: class {cls} is over the limit of {MAX_CLASSES}"
+        elif class_count == 0:
+            detail = (
+                f"line {line_no}: class {cls}, but the dataset YAML declares no"
+                " classes (its names are empty)"
+            )
+        else:
+            detail = (
+                f"line {line_no}: class {cls} but the dataset has {class_count}"
+                f" classes (0..{class_count - 1})"
+            )
         raise LabelError("class_out_of_range", detail)
     return cls
 
@@ -123,6 +134,55 @@ def infer_kpt_shape(lengths: Counter) -> list[int] | None:
     if n % 2 == 0:
         return [n // 2, 2]
     return None
+
+
+def guess_kpt_shape(rows: list[list[str]]) -> tuple[list[int] | None, str | None]:
+    """The keypoint shape pose rows imply when no kpt_shape is given: every row
+    must have the same length 5 + k*d. d = 3 is taken when every third keypoint
+    value is a visibility flag (0, 1 or 2), d = 2 when only pairs fit; a length
+    both fit without flags, or rows of 9 values (kpt_shape [2, 2] or an obb row),
+    are ambiguous. Returns (shape, None) or (None, why)."""
+    ask = "; declare kpt_shape: [keypoints, 2 or 3] in data.yaml"
+    lengths = {len(tokens) for tokens in rows}
+    if not lengths:
+        return None, None
+    if len(lengths) != 1:
+        return None, (
+            f"pose rows of different lengths ({', '.join(map(str, sorted(lengths)))})"
+            + ask
+        )
+    n = lengths.pop() - 5
+    if n < 2:
+        return None, None  # not pose rows at all: the parser says what they are
+    flags = n % 3 == 0 and all(_is_flag(t[5 + i]) for t in rows for i in range(2, n, 3))
+    if flags:
+        return [n // 3, 3], None
+    if n % 2 == 0 and n != 4:
+        return [n // 2, 2], None
+    why = (
+        "rows of 9 values are either kpt_shape [2, 2] or obb corners"
+        if n == 4
+        else f"rows of {n + 5} values fit no keypoint shape with visibility flags"
+    )
+    return None, why + ask
+
+
+def _is_flag(token: str, flags=(0.0, 1.0, 2.0)) -> bool:
+    try:
+        return float(token) in flags
+    except ValueError:
+        return False
+
+
+def pose_like(rows: list[list[str]]) -> bool:
+    """Rows that can only be pose rows: one length 5 + 3k, every third keypoint
+    value a visibility flag, and at least one flag of 2 (no coordinate is 2)."""
+    shape, _ = guess_kpt_shape(rows)
+    if not shape or shape[1] != 3:
+        return False
+    return any(
+        _is_flag(t[5 + i], (2.0,)) for t in rows for i in range(2, len(t) - 5, 3)
+    )
 
 
 class _Rows:

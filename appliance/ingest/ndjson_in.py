@@ -188,16 +188,24 @@ def _url_reader(url, blobs: BlobStore, signer: Signer | None):
 
 
 def _local_blob(url: str, blobs: BlobStore, signer: Signer | None) -> Path:
-    """The stored image a signed URL of this appliance points at; any other URL
-    is refused, since nothing is fetched."""
+    """The stored image a signed URL of this appliance points at (a thumbnail's
+    URL stands for the image it was made from); any other URL is refused, since
+    nothing is fetched."""
     parts = urlsplit(url)
     base = urlsplit(signer.base_url) if signer else None
     path = unquote(parts.path)
-    if (
-        base is None
-        or (parts.scheme, parts.netloc) != (base.scheme, base.netloc)
-        or not path.startswith("/files/images/")
-    ):
+    ours = base is not None and (parts.scheme, parts.netloc) == (
+        base.scheme,
+        base.netloc,
+    )
+    thumbnail = path.startswith("/files/thumbnails/")
+    if ours and not (thumbnail or path.startswith("/files/images/")):
+        raise _Refused(
+            "not_an_image_url",
+            f"the URL is this appliance's {path.split('?')[0]}, which is not an image"
+            " file (/files/images/... or /files/thumbnails/...)",
+        )
+    if not ours:
         raise _Refused(
             "remote_url_offline",
             f"{parts.netloc or 'the url'} is not this appliance, and this appliance"
@@ -216,9 +224,24 @@ def _local_blob(url: str, blobs: BlobStore, signer: Signer | None) -> Path:
     try:
         if len(segments) != 2:
             raise Invalid("not an image path")
+        if thumbnail:
+            return _image_of_thumbnail(blobs, digest)
         return blobs.image_path(digest, ext)
     except Invalid:
         raise _Refused("missing_image", "the URL names no stored image") from None
+
+
+def _image_of_thumbnail(blobs: BlobStore, digest: str) -> Path:
+    """The full image a thumbnail was made from: the same content hash."""
+    if not digest or not all(c in "0123456789abcdef" for c in digest):
+        raise Invalid("not a thumbnail path")
+    for candidate in sorted(blobs.path("images", digest[:2]).glob(f"{digest}.*")):
+        return candidate
+    raise _Refused(
+        "missing_image",
+        "the URL is a thumbnail of this appliance, but the image it was made from"
+        " is no longer stored; export the dataset again",
+    )
 
 
 def _maker(annotations):

@@ -69,3 +69,7 @@ class Plan:
     obb_rows: bool = False
     #: The keypoint shape the commonest row length implies, for pose without one.
     kpt_guess: list[int] | None = None
+    #: Why no keypoint shape can be guessed from the rows (pose without kpt_shape).
+    kpt_problem: str | None = None
+    #: Every label row is a pose row (class, box, keypoints with visibility 2).
+    pose_rows: bool = False

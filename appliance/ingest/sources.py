@@ -22,6 +22,7 @@ class SingleFile:
     def __init__(self, path: Path, name: str) -> None:
         self.path = path
         self.skipped: list[Skipped] = []
+        self.renamed: dict[str, str] = {}
         self.members = {name: Member(name, path.stat().st_size)}
 
     def __enter__(self) -> SingleFile:

@@ -7,7 +7,14 @@ import posixpath
 from collections import Counter
 
 from .images import MAX_IMAGE_BYTES
-from .labels import LabelError, ParsedLabels, infer_kpt_shape, parse_yolo, rows_of
+from .labels import (
+    LabelError,
+    ParsedLabels,
+    guess_kpt_shape,
+    parse_yolo,
+    pose_like,
+    rows_of,
+)
 from .layout import IMAGE_SUFFIXES, VIDEO_SUFFIXES, YAML_SUFFIXES, Layout, discover
 from .plan import Context, Entry, MemberError, Plan
 from .sources import Source, read_member, read_text
@@ -27,11 +34,13 @@ def plan_yolo(source: Source, names: list[str]) -> Plan:
         notes=list(layout.notes),
     )
     lengths: Counter = Counter()
+    all_rows: list[list[str]] = []
     for item in layout.items:
         text, error = _label_text(source, item.label)
         if text is not None:
             for tokens in rows_of(text):
                 lengths[len(tokens)] += 1
+                all_rows.append(tokens)
                 plan.max_class_id = max(plan.max_class_id, _int_or(tokens[0], -1))
         plan.entries.append(
             Entry(
@@ -45,12 +54,27 @@ def plan_yolo(source: Source, names: list[str]) -> Plan:
         )
     if plan.task is None and lengths and set(lengths) == {9}:
         plan.obb_rows = True
-    if plan.kpt_shape is None and lengths:
-        common = lengths.most_common(1)[0][0]
-        plan.kpt_guess = infer_kpt_shape(Counter({common - 5: 1}))
+    if plan.kpt_shape is None and all_rows:
+        plan.kpt_guess, plan.kpt_problem = guess_kpt_shape(all_rows)
+        plan.pose_rows = plan.task is None and pose_like(all_rows)
     plan.entries += _videos(source, names, layout)
     _other_files(plan, names, layout)
     return plan
+
+
+def _what(name: str) -> str:
+    """Why a file is neither an image nor a label, saying what it is."""
+    base = posixpath.basename(name)
+    suffix = posixpath.splitext(base)[1].lower()
+    if not suffix and base.startswith(".") and "." in base[1:]:
+        hidden = "." + base.lstrip(".").rsplit(".", 1)[-1]
+        return (
+            f"{base} is a hidden file (its name starts with a dot and has nothing"
+            f" before {hidden}), not read as an image; give it a name"
+        )
+    if not suffix:
+        return f"{base} has no suffix: only images, label .txt and YAML files are read"
+    return f"{base} is a {suffix} file: only images, label .txt and YAML files are read"
 
 
 def _has_labels(layout: Layout) -> bool:
@@ -135,8 +159,7 @@ def _other_files(plan: Plan, names: list[str], layout: Layout) -> None:
                 (name, "ignored", "not_used", "not a label of any image")
             )
         else:
-            detail = f"{suffix or 'no suffix'} is not an image or label"
-            plan.verdicts.append((name, "rejected", "unsupported_file", detail))
+            plan.verdicts.append((name, "rejected", "unsupported_file", _what(name)))
     if voc:
         plan.notes.append(
             f"found {voc} Pascal VOC XML file{'s' if voc > 1 else ''}: VOC labels are"

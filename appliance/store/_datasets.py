@@ -118,6 +118,27 @@ class DatasetsMixin:
             )
         }
 
+    def image_names(self, dataset_id: str) -> dict[str, set[str]]:
+        """Each image name in the dataset, with the content hashes stored under it."""
+        names: dict[str, set[str]] = {}
+        for row in self.query(
+            "SELECT name, hash FROM images WHERE dataset_id = ?", [dataset_id]
+        ):
+            names.setdefault(row["name"], set()).add(row["hash"])
+        return names
+
+    def hashes_in_use(self, digests: Iterable[str]) -> set[str]:
+        """Those of the content hashes that an image of any dataset stores."""
+        wanted, found = sorted(set(digests)), set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.query(
+                f"SELECT DISTINCT hash FROM images WHERE hash IN ({marks})", chunk
+            )
+            found |= {row["hash"] for row in rows}
+        return found
+
     def image_by_hash(self, dataset_id: str, digest: str) -> dict[str, Any] | None:
         return self.query_one(
             "SELECT * FROM images WHERE dataset_id = ? AND hash = ? ORDER BY created_at LIMIT 1",

@@ -298,6 +298,29 @@ _IMAGE_SORT_INDEXES = [
     for column in ("name", "bytes", "label_count")
 ]
 
+#: A classified image's label is one class or none: an empty list is "none", so it
+#: is stored as NULL whichever way it is written (an edit, a task change), and
+#: every count, the hasLabel filter and the NDJSON export agree that it is unlabeled.
+_CLASSIFY_EMPTY = (
+    "labels = '[]' AND dataset_id IN (SELECT id FROM datasets WHERE task = 'classify')"
+)
+_INGEST_FIXES = [
+    f"UPDATE images SET labels = NULL WHERE {_CLASSIFY_EMPTY}",
+    """CREATE TRIGGER images_classify_empty_insert AFTER INSERT ON images
+    WHEN NEW.labels = '[]'
+        AND (SELECT task FROM datasets WHERE id = NEW.dataset_id) = 'classify'
+    BEGIN UPDATE images SET labels = NULL WHERE id = NEW.id; END""",
+    """CREATE TRIGGER images_classify_empty_update AFTER UPDATE OF labels ON images
+    WHEN NEW.labels = '[]'
+        AND (SELECT task FROM datasets WHERE id = NEW.dataset_id) = 'classify'
+    BEGIN UPDATE images SET labels = NULL WHERE id = NEW.id; END""",
+    """CREATE TRIGGER datasets_classify_empty AFTER UPDATE OF task ON datasets
+    WHEN NEW.task = 'classify'
+    BEGIN
+        UPDATE images SET labels = NULL WHERE dataset_id = NEW.id AND labels = '[]';
+    END""",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
@@ -330,4 +353,5 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "CREATE INDEX image_tombstones_deleted ON image_tombstones (deleted_at)",
         ],
     ),
+    ("ingest fixes: an empty classify label is no label", _INGEST_FIXES),
 ]
