@@ -493,7 +493,7 @@ def test_dry_run_reports_everything_and_stores_nothing(store, tmp_path):
     files["ds/images/train/x.jpg"] = b"nope"
     summary, dataset, report = ingest(store, tmp_path, files, dry_run=True)
     assert summary["added"] == 4 and summary["skippedCounts"] == {"not_an_image": 1}
-    assert len(summary["files"]) == 5 and report == {}
+    assert len(summary["files"]) == 10 and report == {}  # with labels and YAML
     assert images(store) == {} and dataset["ingest_summary"] is None
     assert not (store[1].root / "images").exists()
     assert not (store[1].root / "thumbnails").exists()

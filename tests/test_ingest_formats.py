@@ -270,7 +270,7 @@ def test_dry_run_on_both_route_families_stores_nothing(api, family):
         job_id = api("POST", "/api/datasets/ingest", 201, json=body)["jobId"]
     job = api.job(job_id)
     assert job["status"] == "completed" and job["result"]["added"] == 4
-    assert len(job["files"]) == 4 and {f["verdict"] for f in job["files"]} == {
+    assert len(job["files"]) == 9 and {f["verdict"] for f in job["files"]} == {
         "accepted"
     }
     dataset = api.dataset("dry")

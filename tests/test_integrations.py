@@ -222,11 +222,15 @@ def test_a_folder_and_an_archive_are_ingested_the_normal_way(client, storage):
     assert dataset["splits"] == {"train": 2, "val": 2, "test": 0, "labeled": 4}
     db = client.app.state.services.db
     report = db.ingest_report(dataset["id"], folder.json()["jobId"])
-    assert sorted(r["path"] for r in report) == [
-        f"images/{split}/{stem}.jpg"
-        for split, stems in (("train", "ab"), ("val", "cd"))
-        for stem in stems
-    ]
+    assert sorted(r["path"] for r in report) == sorted(
+        [
+            f"{kind}/{split}/{stem}.{ext}"
+            for kind, ext in (("images", "jpg"), ("labels", "txt"))
+            for split, stems in (("train", "ab"), ("val", "cd"))
+            for stem in stems
+        ]
+        + ["data.yaml"]
+    )
 
     zipped = client.post(
         ingest,

@@ -65,6 +65,7 @@ def plan_coco(source: Source, names: list[str], docs: list[tuple[str, dict]]) ->
     used: set[str] = set()
     for json_name, doc in docs:
         used.add(json_name)
+        plan.verdicts.append((json_name, "accepted", None, "COCO annotations"))
         cat_index = _categories(doc, categories, plan)
         annotations, refused = _annotations_by_image(doc, json_name, cat_index, plan)
         split = _split_of(json_name)

@@ -115,6 +115,8 @@ class _Run:
     replaced: set[str] = field(default_factory=set)
     #: Blob files this run wrote that did not exist before: (hash, path).
     created: list[tuple[str, Path]] = field(default_factory=list)
+    #: Label files already given a verdict.
+    label_verdicts: set[str] = field(default_factory=set)
     background: int = 0
     dropped: int = 0
     class_names: list[str] = field(default_factory=list)
@@ -256,6 +258,16 @@ class _Run:
             return None, f"{parsed.error[0]}: {parsed.error[1]}"
         labels, dropped = classes.apply(parsed.labels, self.mapping)
         fixes += parsed.fixes
+        if entry.label_path and entry.label_path not in self.label_verdicts:
+            # A label file gets a verdict too, once (a COCO file has its own).
+            self.label_verdicts.add(entry.label_path)
+            if not parsed.rejected:
+                count = f"{len(parsed.labels)} annotations for {path}"
+                if parsed.fixes:
+                    detail = f"{count}; " + "; ".join(parsed.fixes)
+                    self.verdict(entry.label_path, "fixed", "labels_fixed", detail)
+                else:
+                    self.verdict(entry.label_path, "accepted", None, count)
         if dropped:
             self.dropped += dropped
             fixes.append(f"dropped {dropped} annotations of classes mapped to null")
@@ -343,6 +355,7 @@ def run_ingest(
         run.renamed = dict(source.renamed)
         for path, verdict, reason, detail in skipped + plan.verdicts:
             run.verdict(path, verdict, reason, detail)
+            run.label_verdicts.add(path)  # a file named once in the report
         try:
             _read_all(run, plan.entries, progress)
         except BaseException:

@@ -53,6 +53,7 @@ def plan_ndjson(
     if header.get("type") not in (None, "dataset") or "file" in header:
         raise Invalid(f"{ndjson_name} line 1 must be the dataset header")
     plan = Plan(format="ndjson")
+    plan.verdicts.append((ndjson_name, "accepted", None, "Ultralytics NDJSON"))
     _header(plan, header, ndjson_name)
     folder = posixpath.dirname(ndjson_name)
     members = set(names)

@@ -136,6 +136,9 @@ def _videos(source: Source, names: list[str], layout: Layout) -> list[Entry]:
 def _other_files(plan: Plan, names: list[str], layout: Layout) -> None:
     images = {item.image for item in layout.items}
     labels = {item.label for item in layout.items if item.label}
+    if layout.yaml_name:
+        detail = "the dataset description (class names, splits)"
+        plan.verdicts.append((layout.yaml_name, "accepted", None, detail))
     voc = 0
     for name in names:
         if name in images or name in labels or name == layout.yaml_name:
@@ -153,10 +156,10 @@ def _other_files(plan: Plan, names: list[str], layout: Layout) -> None:
         elif suffix == ".xml":
             voc += 1
             detail = "Pascal VOC XML is detected but not imported"
-            plan.verdicts.append((name, "ignored", "voc_not_imported", detail))
+            plan.verdicts.append((name, "rejected", "voc_not_imported", detail))
         elif suffix == ".txt" or name.lower().endswith(YAML_SUFFIXES):
             plan.verdicts.append(
-                (name, "ignored", "not_used", "not a label of any image")
+                (name, "rejected", "not_used", "not a label of any image")
             )
         else:
             plan.verdicts.append((name, "rejected", "unsupported_file", _what(name)))
