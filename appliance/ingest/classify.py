@@ -103,7 +103,7 @@ def plan_classify(source: Source, names: list[str], tree: tuple[str, int]) -> Pl
     for name in names:
         if posixpath.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
             detail = "not an image of the classification tree"
-            plan.verdicts.append((name, "ignored", "not_used", detail))
+            plan.verdicts.append((name, "rejected", "not_used", detail))
     return plan
 
 

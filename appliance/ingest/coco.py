@@ -110,7 +110,7 @@ def plan_coco(source: Source, names: list[str], docs: list[tuple[str, dict]]) ->
     for name in names:
         if name not in used:
             plan.verdicts.append(
-                (name, "ignored", "not_used", "not named by a COCO file")
+                (name, "rejected", "not_used", "not named by a COCO file")
             )
     plan.notes.append(f"COCO instances: {', '.join(n for n, _ in docs)}")
     return plan

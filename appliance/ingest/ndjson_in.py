@@ -80,7 +80,7 @@ def plan_ndjson(
     for name in names:
         if name not in used:
             plan.verdicts.append(
-                (name, "ignored", "not_used", "not named by the NDJSON")
+                (name, "rejected", "not_used", "not named by the NDJSON")
             )
     return plan
 
