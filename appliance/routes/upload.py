@@ -7,6 +7,7 @@ import os
 import re
 from datetime import UTC, datetime
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -14,6 +15,7 @@ from ..archive import is_archive_name
 from ..errors import Conflict, Invalid, NotFound, TooLarge, Unauthorized
 from ..ids import parse_time
 from ..web import field, json_body, reply, require_user, services
+from .models import attach_checkpoint
 
 _RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 ASSET_TYPES = frozenset({"datasets", "models", "images", "videos"})
@@ -190,6 +192,10 @@ async def complete(request: Request):
         ).hexdigest()
         if actual != md5.lower():
             raise Invalid("md5 does not match the uploaded bytes")
+    if session["asset_type"] == "models":
+        await run_in_threadpool(
+            attach_checkpoint, request, session, upload_path(request, session["id"])
+        )
     return reply(
         {
             "success": True,

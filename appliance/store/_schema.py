@@ -298,6 +298,17 @@ _IMAGE_SORT_INDEXES = [
     for column in ("name", "bytes", "label_count")
 ]
 
+_PROJECTS_MODELS = [
+    "ALTER TABLE projects ADD COLUMN deleted_at TEXT",
+    "ALTER TABLE projects ADD COLUMN cloned_from TEXT",
+    "ALTER TABLE projects ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE models ADD COLUMN deleted_at TEXT",
+    "ALTER TABLE models ADD COLUMN cloned_from TEXT",
+    "ALTER TABLE models ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE models ADD COLUMN download_count INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX models_project ON models (project_id, created_at)",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
@@ -306,4 +317,5 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("dataset embeddings and layout", _DATASET_ANALYSES),
     ("dataset and image operations, trash", _DATASET_OPS),
     ("image sort indexes", _IMAGE_SORT_INDEXES),
+    ("projects and models: trash, clones, details, downloads", _PROJECTS_MODELS),
 ]
