@@ -1,0 +1,128 @@
+"""Reading checkpoints without running them: real ultralytics checkpoints
+built from YAML, mismatched heads, and pickles that try to run code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import tiny_checkpoint
+
+from appliance.checkpoints import BadCheckpoint, UnsafeCheckpoint, read_checkpoint
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="module")
+def detector(folder) -> Path:
+    return tiny_checkpoint(folder / "det.pt", nc=2, names=["cat", "dog"])
+
+
+class _Command:
+    """Pickles as a call of `function(*args)`, as a hostile checkpoint would."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def _zip_pickle(path: Path, payload: object) -> Path:
+    """A zip laid out as torch saves one, whose data.pkl is `payload`."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("evil/data.pkl", pickle.dumps(payload, protocol=2))
+        archive.writestr("evil/version", "3\n")
+        archive.writestr("evil/byteorder", "little")
+    return path
+
+
+def test_reads_a_real_detection_checkpoint(detector):
+    checkpoint = read_checkpoint(detector)
+    assert checkpoint.task == "detect"
+    assert checkpoint.class_names == ["cat", "dog"]
+    assert checkpoint.head_classes == 2
+    assert checkpoint.train_args["epochs"] == 3
+    assert checkpoint.train_args["imgsz"] == 32
+    assert checkpoint.metrics["metrics/mAP50(B)"] == pytest.approx(0.3)
+    assert checkpoint.date and checkpoint.version
+
+
+def test_reads_a_classification_checkpoint(folder):
+    path = tiny_checkpoint(folder / "cls.pt", nc=3, task="classify")
+    checkpoint = read_checkpoint(path)
+    assert checkpoint.task == "classify"
+    assert checkpoint.class_names == ["class0", "class1", "class2"]
+    assert checkpoint.head_classes == 3
+
+
+def test_names_that_disagree_with_the_head_are_refused(folder):
+    path = tiny_checkpoint(folder / "bad.pt", nc=2, names=["a", "b", "c"])
+    with pytest.raises(BadCheckpoint, match="names 3 classes but its detect head predicts 2"):
+        read_checkpoint(path)
+
+
+def test_a_pickle_calling_os_system_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = _zip_pickle(
+        tmp_path / "evil.pt", {"model": _Command(os.system, f"touch {marker}")}
+    )
+    with pytest.raises(UnsafeCheckpoint, match=r"calls (posix|os|nt)\.system"):
+        read_checkpoint(evil)
+    assert not marker.exists()
+    # The control: an ordinary unpickler runs the same bytes' command.
+    with zipfile.ZipFile(evil) as archive:
+        pickle.loads(archive.read("evil/data.pkl"))
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _Command(eval, "1+1"),
+        _Command(getattr, _Command(__import__, "os"), "system"),
+        _Command(__import__, "subprocess"),
+        _Command(pickle.loads, b"x"),
+    ],
+    ids=["eval", "getattr", "import", "nested-pickle"],
+)
+def test_other_globals_are_refused(tmp_path, payload):
+    with pytest.raises(UnsafeCheckpoint, match="not allowed"):
+        read_checkpoint(_zip_pickle(tmp_path / "x.pt", {"model": payload}))
+
+
+def test_code_hidden_in_a_real_checkpoint_is_refused(tmp_path, detector):
+    import torch
+
+    marker = tmp_path / "pwned"
+    checkpoint = torch.load(detector, weights_only=False)  # our own file
+    checkpoint["train_args"]["callbacks"] = _Command(os.system, f"touch {marker}")
+    torch.save(checkpoint, tmp_path / "hidden.pt")
+    with pytest.raises(UnsafeCheckpoint):
+        read_checkpoint(tmp_path / "hidden.pt")
+    assert not marker.exists()
+
+
+def test_files_that_are_not_checkpoints(tmp_path):
+    legacy = tmp_path / "legacy.pt"
+    legacy.write_bytes(pickle.dumps({"model": None}))
+    with pytest.raises(BadCheckpoint, match="not a PyTorch zip checkpoint"):
+        read_checkpoint(legacy)
+    empty = tmp_path / "empty.pt"
+    with zipfile.ZipFile(empty, "w") as archive:
+        archive.writestr("readme.txt", "hi")
+    with pytest.raises(BadCheckpoint, match="no torch checkpoint"):
+        read_checkpoint(empty)
+    with pytest.raises(BadCheckpoint, match="no ultralytics model"):
+        read_checkpoint(_zip_pickle(tmp_path / "dict.pt", {"weights": [1, 2]}))
+    with pytest.raises(BadCheckpoint, match="damaged"):
+        broken = tmp_path / "broken.pt"
+        with zipfile.ZipFile(broken, "w") as archive:
+            archive.writestr("b/data.pkl", b"\x80\x02}q\x00(X")
+        read_checkpoint(broken)
