@@ -74,16 +74,6 @@ class Stub:
         self.__dict__["_args"] = args
 
 
-_STUBS: dict[str, type[Stub]] = {}
-
-
-def _stub(module: str, name: str) -> type[Stub]:
-    qualname = f"{module}.{name}"
-    if qualname not in _STUBS:
-        _STUBS[qualname] = type(name, (Stub,), {"qualname": qualname})
-    return _STUBS[qualname]
-
-
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, *rest: Any) -> TensorInfo:
     if not isinstance(size, tuple | list) or not all(isinstance(n, int) for n in size):
         raise BadCheckpoint("a tensor in the checkpoint has no valid shape")
@@ -118,14 +108,25 @@ _DTYPES = frozenset(
 
 
 class _Unpickler(pickle.Unpickler):
+    """Everything `find_class` hands out is made for this one read (a fresh
+    function or placeholder class), so a pickle that sets attributes on what
+    it gets (BUILD) changes nothing that outlives the read."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self._stubs: dict[str, type[Stub]] = {}
+
     def find_class(self, module: str, name: str) -> Any:
         allowed = _ALLOWED.get((module, name))
         if allowed is not None:
-            return allowed
+            return lambda *args: allowed(*args)
         if module == "torch" and (name.endswith("Storage") or name in _DTYPES):
             return name  # only ever an argument: a storage type or dtype by name
         if module.startswith(_PLACEHOLDER_MODULES) and name.isidentifier():
-            return _stub(module, name)
+            qualname = f"{module}.{name}"
+            if qualname not in self._stubs:
+                self._stubs[qualname] = type(name, (Stub,), {"qualname": qualname})
+            return self._stubs[qualname]
         raise UnsafeCheckpoint(
             f"the checkpoint's pickle calls {module}.{name}, which is not allowed;"
             " nothing in it was run"
@@ -173,8 +174,17 @@ def read_pickle(path: Path) -> dict[str, Any]:
         loaded = _Unpickler(io.BytesIO(data)).load()
     except BadCheckpoint:
         raise
-    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
-            IndexError, KeyError, RecursionError, MemoryError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
         raise BadCheckpoint(f"the checkpoint's pickle is damaged ({exc})") from None
     if not isinstance(loaded, dict):
         raise BadCheckpoint("the checkpoint is not a dict of model and metadata")
@@ -187,7 +197,9 @@ def read_checkpoint(path: Path) -> Checkpoint:
     model = ckpt.get("model") or ckpt.get("ema")
     if not isinstance(model, Stub):
         raise BadCheckpoint("the checkpoint holds no ultralytics model")
-    train_args = ckpt.get("train_args") if isinstance(ckpt.get("train_args"), dict) else {}
+    train_args = (
+        ckpt.get("train_args") if isinstance(ckpt.get("train_args"), dict) else {}
+    )
     task = _task(model, train_args)
     names = _class_names(model)
     head = _head_classes(model)
@@ -232,7 +244,9 @@ def _class_names(model: Stub) -> list[str]:
     if not isinstance(names, list) or not names:
         raise BadCheckpoint("the checkpoint has no class names")
     if not all(isinstance(n, str) and n.strip() and len(n) <= 100 for n in names):
-        raise BadCheckpoint("the checkpoint's class names must be short, non-empty text")
+        raise BadCheckpoint(
+            "the checkpoint's class names must be short, non-empty text"
+        )
     return names
 
 
@@ -274,18 +288,29 @@ def _head_classes(model: Stub) -> int:
     return counts.pop()
 
 
-def _plain(value: Any, depth: int = 0) -> Any:
+#: The most values copied out of a checkpoint's train arguments: a pickle can
+#: share one list many times over, which a naive walk would expand without end.
+MAX_VALUES = 10_000
+
+
+def _plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
     """JSON-safe copy of plain data; anything else (stubs, tensors) is dropped."""
+    budget = [MAX_VALUES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise BadCheckpoint("the checkpoint's train arguments are too large")
     if depth > 5:
-        return None
+        return _DROP
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if isinstance(k, str) and (item := _plain(v, depth + 1)) is not _DROP:
+            item = _plain(v, depth + 1, budget)
+            if isinstance(k, str) and item is not _DROP:
                 out[k] = item
         return out
     if isinstance(value, list | tuple):
-        return [v for v in (_plain(x, depth + 1) for x in value) if v is not _DROP]
+        items = (_plain(x, depth + 1, budget) for x in value)
+        return [v for v in items if v is not _DROP]
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
@@ -315,6 +340,10 @@ def _int(value: Any) -> int | None:
 
 
 def _float(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == value:
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value == value
+    ):
         return float(value)
     return None

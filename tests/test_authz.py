@@ -429,8 +429,20 @@ TABLE = [
             ("POST", "/clone", {"owner": "lab", "project": "proj"}, "write"),
         )
     ),
-    ("POST", "/api/trash", "/api/trash", {"id": "{oldproj}", "type": "project"}, "write"),
-    ("POST", "/api/trash", "/api/trash", {"id": "{oldmodel}", "type": "model"}, "write"),
+    (
+        "POST",
+        "/api/trash",
+        "/api/trash",
+        {"id": "{oldproj}", "type": "project"},
+        "write",
+    ),
+    (
+        "POST",
+        "/api/trash",
+        "/api/trash",
+        {"id": "{oldmodel}", "type": "model"},
+        "write",
+    ),
 ]
 
 

@@ -64,7 +64,9 @@ def test_reads_a_classification_checkpoint(folder):
 
 def test_names_that_disagree_with_the_head_are_refused(folder):
     path = tiny_checkpoint(folder / "bad.pt", nc=2, names=["a", "b", "c"])
-    with pytest.raises(BadCheckpoint, match="names 3 classes but its detect head predicts 2"):
+    with pytest.raises(
+        BadCheckpoint, match="names 3 classes but its detect head predicts 2"
+    ):
         read_checkpoint(path)
 
 
@@ -126,3 +128,30 @@ def test_files_that_are_not_checkpoints(tmp_path):
         with zipfile.ZipFile(broken, "w") as archive:
             archive.writestr("b/data.pkl", b"\x80\x02}q\x00(X")
         read_checkpoint(broken)
+
+
+def test_shared_lists_cannot_blow_up_the_reader(tmp_path, detector):
+    import torch
+
+    checkpoint = torch.load(detector, weights_only=False)  # our own file
+    wide = list(range(100))
+    for _ in range(4):
+        wide = [wide] * 100  # 100**5 values if walked naively
+    checkpoint["train_args"]["bomb"] = wide
+    torch.save(checkpoint, tmp_path / "bomb.pt")
+    with pytest.raises(BadCheckpoint, match="too large"):
+        read_checkpoint(tmp_path / "bomb.pt")
+
+
+def test_a_pickle_cannot_change_the_reader(tmp_path, detector):
+    """BUILD on what find_class returned touches only this read's objects."""
+    from appliance import checkpoints
+
+    # PROTO 2; GLOBAL builtins set; {"abc": 1}; BUILD; STOP
+    payload = b"\x80\x02cbuiltins\nset\n}X\x03\x00\x00\x00abcK\x01sb."
+    with zipfile.ZipFile(tmp_path / "b.pt", "w") as archive:
+        archive.writestr("b/data.pkl", payload)
+    with pytest.raises(BadCheckpoint):
+        read_checkpoint(tmp_path / "b.pt")
+    assert not hasattr(checkpoints._set, "abc")
+    assert read_checkpoint(detector).class_names == ["cat", "dog"]

@@ -105,7 +105,9 @@ def test_create_list_retrieve_in_both_families(world):
                 "description": "d",
                 "metadata": {"camera": 1},
                 "epochs": 5,
-                "trainResults": [{"epoch": 0, "metrics": {"mAP50": 0.1}, "fitness": 0.1}],
+                "trainResults": [
+                    {"epoch": 0, "metrics": {"mAP50": 0.1}, "fitness": 0.1}
+                ],
             }
         ),
         201,
@@ -116,23 +118,41 @@ def test_create_list_retrieve_in_both_families(world):
         headers=world.alice,
     ).json()
     assert seed["model"] == "m2" and seed["modelId"] == seed["id"]
-    assert _error(lambda: sdk.models.create(body={"project": "p", "model": "m1"}))[0] == 409
+    assert (
+        _error(lambda: sdk.models.create(body={"project": "p", "model": "m1"}))[0]
+        == 409
+    )
     assert _error(lambda: sdk.models.create(body={"project": "nope"}))[0] == 404
-    assert _error(lambda: sdk.models.create(body={"project": "p", "task": "x"}))[0] == 400
+    assert (
+        _error(lambda: sdk.models.create(body={"project": "p", "task": "x"}))[0] == 400
+    )
 
     listed = ok("GET", "/api/models/{owner}/{project}", sdk.models.list("alice", "p"))
     assert [m["model"] for m in listed["models"]] == ["m2", "m1"]
     assert len(sdk.models.list("alice", "p", limit=1)["models"]) == 1
     for bad in ("0", "101"):
-        assert client.get(f"/api/models/alice/p?limit={bad}", headers=world.alice).status_code == 400
+        assert (
+            client.get(
+                f"/api/models/alice/p?limit={bad}", headers=world.alice
+            ).status_code
+            == 400
+        )
     seed_list = client.get(
         f"/api/models?projectId={project['id']}&fields=summary&ids={created['id']}",
         headers=world.alice,
     ).json()["models"]
     assert [m["_id"] for m in seed_list] == [created["id"]]
-    assert "trainResults" not in seed_list[0] and seed_list[0]["projectId"] == project["id"]
+    assert (
+        "trainResults" not in seed_list[0]
+        and seed_list[0]["projectId"] == project["id"]
+    )
     assert client.get("/api/models", headers=world.alice).status_code == 400
-    assert client.get(f"/api/models?projectId={project['id']}", headers=world.bob).status_code == 404
+    assert (
+        client.get(
+            f"/api/models?projectId={project['id']}", headers=world.bob
+        ).status_code
+        == 404
+    )
 
     detail = ok("GET", ONE, sdk.models.retrieve("alice", "p", "m1"))["model"]
     assert detail["metadata"] == {"camera": 1} and detail["epochs"] == 5
@@ -140,7 +160,9 @@ def test_create_list_retrieve_in_both_families(world):
     by_id = client.get(f"/api/models/{created['id']}", headers=world.alice).json()
     assert by_id["model"]["id"] == created["id"] and by_id["isOwner"]
     assert _error(lambda: world.bob_sdk.models.retrieve("alice", "p", "m1"))[0] == 404
-    analysis = client.get("/api/models/alice/p/m1?analysis=1", headers=world.alice).json()
+    analysis = client.get(
+        "/api/models/alice/p/m1?analysis=1", headers=world.alice
+    ).json()
     assert ok("GET", ONE, analysis) == {"analysis": None}
 
 
@@ -163,23 +185,36 @@ def test_update(world):
         version="8.4",
         metadata={"k": "v"},
         train_results=[{"epoch": 1, "metrics": {"mAP50": 0.4}, "fitness": 0.4}],
-        training_error={"message": "out of memory", "timestamp": "2026-01-01T00:00:00Z"},
+        training_error={
+            "message": "out of memory",
+            "timestamp": "2026-01-01T00:00:00Z",
+        },
         dataset_slug="cars",
     )
-    assert ok("PATCH", ONE, changed) == {"success": True, "model": "m", "datasetLinked": True}
+    assert ok("PATCH", ONE, changed) == {
+        "success": True,
+        "model": "m",
+        "datasetLinked": True,
+    }
     model = ok("GET", ONE, sdk.models.retrieve("alice", "p", "m"))["model"]
     assert model["color"] == "#00ff00" and model["license"] == "MIT"
-    assert model["epochs"] == 7 and model["bestEpoch"] == 3 and model["version"] == "8.4"
+    assert (
+        model["epochs"] == 7 and model["bestEpoch"] == 3 and model["version"] == "8.4"
+    )
     assert model["datasetId"] and model["trainingError"]["message"] == "out of memory"
     assert model["trainResults"][0]["epoch"] == 1
     unlinked = client.patch(
-        "/api/models/alice/p/m", json={"datasetSlug": None, "color": None}, headers=world.alice
+        "/api/models/alice/p/m",
+        json={"datasetSlug": None, "color": None},
+        headers=world.alice,
     ).json()
     assert unlinked["datasetLinked"] is False
     assert "color" not in sdk.models.retrieve("alice", "p", "m")["model"]
     q = sdk.projects.retrieve("alice", "q")["project"]["id"]
     moved = client.patch(
-        f"/api/models/{created['id']}", json={"projectId": q, "name": "Moved"}, headers=world.alice
+        f"/api/models/{created['id']}",
+        json={"projectId": q, "name": "Moved"},
+        headers=world.alice,
     ).json()
     assert moved == {"success": True, "model": "moved"}
     assert db.model(created["id"])["project"] == "q"
@@ -191,20 +226,30 @@ def test_update(world):
         {"color": "#1234567"},
         {"datasetSlug": "missing"},
     ):
-        response = client.patch("/api/models/alice/q/moved", json=body, headers=world.alice)
+        response = client.patch(
+            "/api/models/alice/q/moved", json=body, headers=world.alice
+        )
         assert response.status_code in (400, 404), body
-    assert client.patch(
-        "/api/models/alice/q/moved", json={"status": "failed"}, headers=world.alice
-    ).status_code == 200
-    assert client.patch(
-        "/api/models/alice/q/moved", json={"description": "x"}, headers=world.bob
-    ).status_code == 404
+    assert (
+        client.patch(
+            "/api/models/alice/q/moved", json={"status": "failed"}, headers=world.alice
+        ).status_code
+        == 200
+    )
+    assert (
+        client.patch(
+            "/api/models/alice/q/moved", json={"description": "x"}, headers=world.bob
+        ).status_code
+        == 404
+    )
 
 
 def test_checkpoint_upload_files_download_and_completed(world, checkpoints):
     sdk, client = world.sdk, world.client
     sdk.projects.create(project="p", name="P")
-    created = sdk.models.create(body={"project": "p", "model": "uploaded", "task": "detect"})
+    created = sdk.models.create(
+        body={"project": "p", "model": "uploaded", "task": "detect"}
+    )
     sdk.models.create(body={"project": "p", "model": "empty"})
     assert sdk.models.files("alice", "p", "uploaded")["files"] == []
     done = upload(world, sdk, created["id"], checkpoints.good)
@@ -225,18 +270,30 @@ def test_checkpoint_upload_files_download_and_completed(world, checkpoints):
         link = client.get(f"{path}/download", headers=world.alice).json()
         assert link["downloadUrl"].split("?")[0].endswith("/best.pt")
         assert client.get(link["downloadUrl"]).content == checkpoints.good.read_bytes()
-    assert client.get("/api/models/alice/p/empty/download", headers=world.alice).status_code == 404
+    assert (
+        client.get(
+            "/api/models/alice/p/empty/download", headers=world.alice
+        ).status_code
+        == 404
+    )
     counts = [
-        client.post(f"{path}/track-download", headers=world.alice).json()["downloadCount"]
+        client.post(f"{path}/track-download", headers=world.alice).json()[
+            "downloadCount"
+        ]
         for path in ("/api/models/alice/p/uploaded", f"/api/models/{created['id']}")
     ]
     assert counts == [1, 2]
 
-    completed = client.get("/api/models/completed", headers=world.alice).json()["models"]
+    completed = client.get("/api/models/completed", headers=world.alice).json()[
+        "models"
+    ]
     assert [m["model"] for m in completed] == ["uploaded"]
     assert completed[0]["uri"] == "ul://alice/p/uploaded"
     assert client.get("/api/models/completed", headers=world.bob).json()["models"] == []
-    assert client.get("/api/models/completed?owner=alice", headers=world.bob).status_code == 404
+    assert (
+        client.get("/api/models/completed?owner=alice", headers=world.bob).status_code
+        == 404
+    )
     assert client.get("/api/models/completed").status_code == 401
 
     second = _error(lambda: upload(world, sdk, created["id"], checkpoints.good))
@@ -248,9 +305,13 @@ def test_bad_checkpoints_are_refused_with_a_reason(world, checkpoints, tmp_path)
     sdk.projects.create(project="p", name="P")
     model = sdk.models.create(body={"project": "p", "model": "m", "task": "detect"})
 
-    status, error = _error(lambda: upload(world, sdk, model["id"], checkpoints.mismatch))
+    status, error = _error(
+        lambda: upload(world, sdk, model["id"], checkpoints.mismatch)
+    )
     assert status == 400 and "names 3 classes but its detect head predicts 2" in error
-    status, error = _error(lambda: upload(world, sdk, model["id"], checkpoints.classify))
+    status, error = _error(
+        lambda: upload(world, sdk, model["id"], checkpoints.classify)
+    )
     assert status == 400 and "classify" in error
 
     marker = tmp_path / "pwned"
@@ -261,7 +322,9 @@ def test_bad_checkpoints_are_refused_with_a_reason(world, checkpoints, tmp_path)
 
     evil = tmp_path / "evil.pt"
     with zipfile.ZipFile(evil, "w") as archive:
-        archive.writestr("evil/data.pkl", pickle.dumps({"model": Command()}, protocol=2))
+        archive.writestr(
+            "evil/data.pkl", pickle.dumps({"model": Command()}, protocol=2)
+        )
     status, error = _error(lambda: upload(world, sdk, model["id"], evil))
     assert status == 400 and "system, which is not allowed" in error
     assert not marker.exists()
@@ -269,7 +332,10 @@ def test_bad_checkpoints_are_refused_with_a_reason(world, checkpoints, tmp_path)
     after = sdk.models.retrieve("alice", "p", "m")["model"]
     assert after["hasWeights"] is False and "classNames" not in after
     assert sdk.models.files("alice", "p", "m")["files"] == []
-    assert _error(lambda: upload(world, world.bob_sdk, model["id"], checkpoints.good))[0] == 404
+    assert (
+        _error(lambda: upload(world, world.bob_sdk, model["id"], checkpoints.good))[0]
+        == 404
+    )
 
 
 def test_trash_restore_and_purge(world):
@@ -282,7 +348,9 @@ def test_trash_restore_and_purge(world):
     assert _error(lambda: sdk.models.retrieve("alice", "p", "m"))[0] == 404
     assert sdk.models.list("alice", "p")["models"] == []
     assert sdk.projects.retrieve("alice", "p")["project"]["modelCount"] == 0
-    taken = client.post("/api/models", json={"project": "p", "model": "m"}, headers=world.alice)
+    taken = client.post(
+        "/api/models", json={"project": "p", "model": "m"}, headers=world.alice
+    )
     assert taken.status_code == 409 and "trash" in taken.json()["error"]
 
     trash = client.get("/api/trash?type=model", headers=world.alice).json()
@@ -290,11 +358,18 @@ def test_trash_restore_and_purge(world):
     (item,) = trash["items"]
     assert item["parentProject"]["slug"] == "p" and item["sizeBytes"] == 1
     body = {"id": model["id"], "type": "model"}
-    assert client.post("/api/trash", json=body, headers=world.alice).json() == {"success": True}
+    assert client.post("/api/trash", json=body, headers=world.alice).json() == {
+        "success": True
+    }
     assert sdk.models.retrieve("alice", "p", "m")["model"]["hasWeights"]
 
-    assert client.delete(f"/api/models/{model['id']}", headers=world.alice).status_code == 200
-    purged = client.request("DELETE", "/api/trash", json=body, headers=world.alice).json()
+    assert (
+        client.delete(f"/api/models/{model['id']}", headers=world.alice).status_code
+        == 200
+    )
+    purged = client.request(
+        "DELETE", "/api/trash", json=body, headers=world.alice
+    ).json()
     assert purged == {"success": True, "deletedCount": 1}
     assert not blobs.path("models", model["id"]).exists()
 
@@ -336,6 +411,11 @@ def test_clone_with_either_body(world, checkpoints):
         f"/api/models/{source['id']}/clone", json={"project": "nope"}, headers=world.bob
     )
     assert missing.status_code == 404
-    assert client.post(
-        f"/api/models/{source['id']}/clone", json={"project": "p", "owner": "alice"}, headers=world.bob
-    ).status_code == 404
+    assert (
+        client.post(
+            f"/api/models/{source['id']}/clone",
+            json={"project": "p", "owner": "alice"},
+            headers=world.bob,
+        ).status_code
+        == 404
+    )

@@ -65,7 +65,9 @@ def _weights(world, model_id: str, data: bytes = b"weights-bytes") -> None:
 
 def test_create_list_retrieve_update_in_both_families(world):
     sdk, client = world.sdk, world.client
-    created = ok("POST", "/api/projects", sdk.projects.create(project="cars", name="Cars"), 201)
+    created = ok(
+        "POST", "/api/projects", sdk.projects.create(project="cars", name="Cars"), 201
+    )
     assert created["owner"] == "alice" and created["project"] == "cars"
     seed = client.post(
         "/api/projects",
@@ -75,7 +77,10 @@ def test_create_list_retrieve_update_in_both_families(world):
     assert seed["project"] == "trucks" and seed["projectId"] == seed["id"]
     assert _status(lambda: sdk.projects.create(project="cars", name="Cars")) == 409
     assert _status(lambda: sdk.projects.create(project="Bad!", name="x")) == 400
-    assert _status(lambda: sdk.projects.create(project="x", name="x", license="WTFPL")) == 400
+    assert (
+        _status(lambda: sdk.projects.create(project="x", name="x", license="WTFPL"))
+        == 400
+    )
 
     listed = ok("GET", "/api/projects/{owner}", sdk.projects.list("alice"))
     assert listed["total"] == 2 and {p["project"] for p in listed["projects"]} == {
@@ -86,19 +91,33 @@ def test_create_list_retrieve_update_in_both_families(world):
     for bad in ("0", "501", "x"):
         response = client.get(f"/api/projects/alice?limit={bad}", headers=world.alice)
         assert response.status_code == 400
-    assert client.get("/api/projects/alice?limit=500", headers=world.alice).status_code == 200
+    assert (
+        client.get("/api/projects/alice?limit=500", headers=world.alice).status_code
+        == 200
+    )
     mine = client.get("/api/projects", headers=world.alice).json()
-    assert mine["total"] == 2 and mine["projects"][0]["_id"] == mine["projects"][0]["id"]
-    by_name = client.get("/api/projects?username=alice&limit=1", headers=world.alice).json()
-    assert len(by_name["projects"]) == 1 and by_name["projects"][0]["username"] == "alice"
-    assert client.get("/api/projects?owner=alice", headers=world.bob).json()["total"] == 0
+    assert (
+        mine["total"] == 2 and mine["projects"][0]["_id"] == mine["projects"][0]["id"]
+    )
+    by_name = client.get(
+        "/api/projects?username=alice&limit=1", headers=world.alice
+    ).json()
+    assert (
+        len(by_name["projects"]) == 1 and by_name["projects"][0]["username"] == "alice"
+    )
+    assert (
+        client.get("/api/projects?owner=alice", headers=world.bob).json()["total"] == 0
+    )
 
     detail = ok("GET", ONE, sdk.projects.retrieve("alice", "cars"))
     assert detail["isOwner"] and detail["project"]["modelCount"] == 0
     by_id = client.get(f"/api/projects/{created['id']}", headers=world.alice).json()
     assert by_id["project"]["id"] == created["id"]
     assert _status(lambda: world.bob_sdk.projects.retrieve("alice", "cars")) == 404
-    assert client.get(f"/api/projects/{created['id']}", headers=world.bob).status_code == 404
+    assert (
+        client.get(f"/api/projects/{created['id']}", headers=world.bob).status_code
+        == 404
+    )
 
     changed = sdk.projects.update(
         "alice",
@@ -115,7 +134,9 @@ def test_create_list_retrieve_update_in_both_families(world):
     project = ok("GET", ONE, sdk.projects.retrieve("alice", "cars"))["project"]
     assert project["tags"] == ["road"] and project["license"] == "MIT"
     assert project["iconColor"] == "#ff0000" and project["iconLetter"] == "C"
-    assert project["visibility"] == "public" and project["description"] == "Cars and vans"
+    assert (
+        project["visibility"] == "public" and project["description"] == "Cars and vans"
+    )
     assert world.bob_sdk.projects.retrieve("alice", "cars")["isOwner"] is False
     sdk.projects.update("alice", "cars", icon_letter=None)
     assert "iconLetter" not in sdk.projects.retrieve("alice", "cars")["project"]
@@ -124,12 +145,29 @@ def test_create_list_retrieve_update_in_both_families(world):
     ).json()
     assert renamed == {"success": True, "project": "autos"}
     assert _status(lambda: sdk.projects.retrieve("alice", "cars")) == 404
-    for body in ({"starred": True}, {"colour": "x"}, {"license": "WTFPL"}, {"name": None}):
-        response = client.patch("/api/projects/alice/autos", json=body, headers=world.alice)
+    for body in (
+        {"starred": True},
+        {"colour": "x"},
+        {"license": "WTFPL"},
+        {"name": None},
+    ):
+        response = client.patch(
+            "/api/projects/alice/autos", json=body, headers=world.alice
+        )
         assert response.status_code == 400, body
     view = {"viewPreferences": {"sortBy": "sideways"}}
-    assert client.patch("/api/projects/alice/autos", json=view, headers=world.alice).status_code == 400
-    assert client.patch("/api/projects/alice/autos", json={"description": "x"}, headers=world.bob).status_code == 403
+    assert (
+        client.patch(
+            "/api/projects/alice/autos", json=view, headers=world.alice
+        ).status_code
+        == 400
+    )
+    assert (
+        client.patch(
+            "/api/projects/alice/autos", json={"description": "x"}, headers=world.bob
+        ).status_code
+        == 403
+    )
 
 
 def test_trash_restore_and_purge(world):
@@ -141,17 +179,25 @@ def test_trash_restore_and_purge(world):
     assert gone == {"success": True, "cascadedModels": 1}
     assert _status(lambda: sdk.projects.retrieve("alice", "p")) == 404
     assert _status(lambda: sdk.models.retrieve("alice", "p", "m")) == 404
-    assert client.get(f"/api/models/{model['id']}", headers=world.alice).status_code == 404
+    assert (
+        client.get(f"/api/models/{model['id']}", headers=world.alice).status_code == 404
+    )
     assert sdk.projects.list("alice")["total"] == 0
-    taken = client.post("/api/projects", json={"project": "p", "name": "P"}, headers=world.alice)
+    taken = client.post(
+        "/api/projects", json={"project": "p", "name": "P"}, headers=world.alice
+    )
     assert taken.status_code == 409 and "trash" in taken.json()["error"]
 
-    trash = ok("GET", "/api/trash", client.get("/api/trash", headers=world.alice).json())
+    trash = ok(
+        "GET", "/api/trash", client.get("/api/trash", headers=world.alice).json()
+    )
     (item,) = trash["items"]
     assert item["type"] == "project" and item["cascadedCount"] == 1
     assert item["sizeBytes"] == len(b"weights-bytes")
     assert trash["summary"]["byType"]["projects"]["count"] == 1
-    assert client.get("/api/trash?type=dataset", headers=world.alice).json()["total"] == 0
+    assert (
+        client.get("/api/trash?type=dataset", headers=world.alice).json()["total"] == 0
+    )
     body = {"id": item["_id"], "type": "project"}
     assert client.post("/api/trash", json=body, headers=world.bob).status_code == 404
     restored = client.post("/api/trash", json=body, headers=world.alice).json()
@@ -159,10 +205,15 @@ def test_trash_restore_and_purge(world):
     assert sdk.models.retrieve("alice", "p", "m")["model"]["hasWeights"] is True
 
     project_id = sdk.projects.retrieve("alice", "p")["project"]["id"]
-    assert client.delete(f"/api/projects/{project_id}", headers=world.alice).json()[
-        "cascadedModels"
-    ] == 1
-    purged = client.request("DELETE", "/api/trash", json=body, headers=world.alice).json()
+    assert (
+        client.delete(f"/api/projects/{project_id}", headers=world.alice).json()[
+            "cascadedModels"
+        ]
+        == 1
+    )
+    purged = client.request(
+        "DELETE", "/api/trash", json=body, headers=world.alice
+    ).json()
     assert ok("DELETE", "/api/trash", purged) == {
         "success": True,
         "deletedCount": 1,
@@ -191,9 +242,15 @@ def test_clone_copies_models_and_shares_weights(world):
     assert cloned["owner"] == "bob" and cloned["project"] == "mine"
     assert cloned["modelCount"] == 2
     detail = ok("GET", ONE, world.bob_sdk.projects.retrieve("bob", "mine"))
-    assert detail["project"]["clonedFrom"] and detail["project"]["visibility"] == "private"
+    assert (
+        detail["project"]["clonedFrom"] and detail["project"]["visibility"] == "private"
+    )
     copy = world.bob_sdk.models.retrieve("bob", "mine", "a")["model"]
-    assert copy["hasWeights"] and copy["task"] == "detect" and len(copy["trainResults"]) == 1
+    assert (
+        copy["hasWeights"]
+        and copy["task"] == "detect"
+        and len(copy["trainResults"]) == 1
+    )
     source_file = world.blobs.path("models", first["id"], "best.pt")
     copy_file = world.blobs.path("models", copy["id"], "best.pt")
     assert copy_file.read_bytes() == source_file.read_bytes()
@@ -210,37 +267,59 @@ def test_clone_copies_models_and_shares_weights(world):
     again = sdk.projects.clone("alice", "src")
     assert again["project"] == "src-copy" and again["modelCount"] == 1
     assert sdk.projects.clone("alice", "src")["project"] == "src-copy-2"
-    assert _status(lambda: sdk.projects.clone("alice", "src", project_body="src")) == 400
+    assert (
+        _status(lambda: sdk.projects.clone("alice", "src", project_body="src")) == 400
+    )
     seed = client.post(
         f"/api/projects/{cloned['id']}/clone", json={"project": "x"}, headers=world.bob
     )
     assert seed.status_code == 201 and seed.json()["project"] == "x"
     sdk.projects.update("alice", "src", visibility="private")
     assert _status(lambda: world.bob_sdk.projects.clone("alice", "src")) == 404
-    assert _status(lambda: world.bob_sdk.projects.clone("alice", "src", owner_body="alice")) == 404
+    assert (
+        _status(
+            lambda: world.bob_sdk.projects.clone("alice", "src", owner_body="alice")
+        )
+        == 404
+    )
 
 
 @pytest.mark.parametrize("family", ["slug", "id"])
 def test_icon_upload_and_removal(world, family):
     sdk, client = world.sdk, world.client
     created = sdk.projects.create(project="p", name="P")
-    path = "/api/projects/alice/p" if family == "slug" else f"/api/projects/{created['id']}"
+    path = (
+        "/api/projects/alice/p"
+        if family == "slug"
+        else f"/api/projects/{created['id']}"
+    )
     image = jpeg_bytes(size=(600, 300))
     posted = client.post(
-        f"{path}/icon", files={"file": ("i.jpg", image, "image/jpeg")}, headers=world.alice
+        f"{path}/icon",
+        files={"file": ("i.jpg", image, "image/jpeg")},
+        headers=world.alice,
     )
     assert posted.status_code == 200, posted.text
     project = ok("GET", ONE, sdk.projects.retrieve("alice", "p"))["project"]
     fetched = client.get(project["iconImage"])
     assert fetched.status_code == 200 and fetched.content.startswith(b"\x89PNG")
     bad = client.post(
-        f"{path}/icon", files={"file": ("i.jpg", b"nope", "image/jpeg")}, headers=world.alice
+        f"{path}/icon",
+        files={"file": ("i.jpg", b"nope", "image/jpeg")},
+        headers=world.alice,
     )
     assert bad.status_code == 400
     assert client.post(f"{path}/icon", headers=world.alice).status_code == 400
-    assert client.post(
-        f"{path}/icon", files={"file": ("i.jpg", image, "image/jpeg")}, headers=world.bob
-    ).status_code == 404
-    assert client.delete(f"{path}/icon", headers=world.alice).json() == {"success": True}
+    assert (
+        client.post(
+            f"{path}/icon",
+            files={"file": ("i.jpg", image, "image/jpeg")},
+            headers=world.bob,
+        ).status_code
+        == 404
+    )
+    assert client.delete(f"{path}/icon", headers=world.alice).json() == {
+        "success": True
+    }
     assert "iconImage" not in sdk.projects.retrieve("alice", "p")["project"]
     assert client.get(project["iconImage"]).status_code == 404

@@ -124,9 +124,13 @@ def _epoch_rows(body: dict) -> list[dict]:
             raise Invalid("trainResults items must be objects")
         epoch = field(item, "epoch", (int, float), required=True)
         metrics = field(item, "metrics", dict, default={})
-        if epoch < 0 or epoch != int(epoch) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool)
-            for v in metrics.values()
+        if (
+            epoch < 0
+            or epoch != int(epoch)
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool)
+                for v in metrics.values()
+            )
         ):
             raise Invalid("trainResults: epoch is a whole number, metrics numbers")
         rows.append(
@@ -141,7 +145,9 @@ def _epoch_rows(body: dict) -> list[dict]:
 
 def _create_fields(body: dict) -> dict:
     """The optional model fields a create may carry."""
-    fields: dict = {"metadata": check_metadata(field(body, "metadata", dict, default={}))}
+    fields: dict = {
+        "metadata": check_metadata(field(body, "metadata", dict, default={}))
+    }
     if (args := field(body, "trainArgs", dict)) is not None:
         fields["train_args"] = check_metadata(args)
     if (epochs := field(body, "epochs", (int, float))) is not None:
@@ -572,7 +578,9 @@ def copy_model(request: Request, source: dict, project_id: str, **fields) -> dic
     if "slug" not in fields:
         taken = {
             r["slug"]
-            for r in db.query("SELECT slug FROM models WHERE project_id = ?", [project_id])
+            for r in db.query(
+                "SELECT slug FROM models WHERE project_id = ?", [project_id]
+            )
         }
         fields["slug"] = free_slug(taken, source["slug"])
     row = db.clone_model_row(source, project_id, **fields)

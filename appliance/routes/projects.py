@@ -190,9 +190,7 @@ async def create(request: Request):
     owner = owner_for_write(request, field(body, "owner", str))
     fields = resource_fields(body, "project")
     check_metadata(fields["metadata"])
-    details = _details(
-        {k: body[k] for k in ("tags", "license") if k in body}, {}
-    )
+    details = _details({k: body[k] for k in ("tags", "license") if k in body}, {})
     try:
         row = services(request).db.create_project(
             owner_id=owner["id"], details=details, **fields
@@ -309,7 +307,9 @@ async def delete(request: Request):
     """Move a project and its models to the trash (restorable for 30 days)."""
     project = project_of(request, edit=True)
     cascaded = services(request).db.trash_project(project["id"])
-    logger.info("project %s moved to the trash with %d model(s)", project["id"], cascaded)
+    logger.info(
+        "project %s moved to the trash with %d model(s)", project["id"], cascaded
+    )
     return reply({"success": True, "cascadedModels": cascaded})
 
 
@@ -348,7 +348,9 @@ async def clone(request: Request):
     slug = field(body, "project", str)
     if slug is not None:
         if not SLUG_RE.match(slug):
-            raise Invalid("project must be lower-case letters, digits and dashes (1-128)")
+            raise Invalid(
+                "project must be lower-case letters, digits and dashes (1-128)"
+            )
         if slug in taken:
             raise Invalid(f"project {owner['username']}/{slug} already exists")
     else:

@@ -56,7 +56,9 @@ def _purge_expired(request: Request) -> None:
     _remove_blobs(request, *db.purge_models(owner_id="", before=stamp))
 
 
-def _remove_blobs(request: Request, model_ids: list[str], export_ids: list[str]) -> None:
+def _remove_blobs(
+    request: Request, model_ids: list[str], export_ids: list[str]
+) -> None:
     """The weights and exports of models deleted for good; their jobs stop."""
     svc = services(request)
     for model_id in model_ids:
@@ -117,9 +119,7 @@ async def list_trash(request: Request):
         for row in rows
     ] + _model_items(request, owner)
     items.sort(key=lambda item: (item["trashedAt"], item["_id"]), reverse=True)
-    by_type = {
-        t: [item for item in items if item["type"] == t] for t in TYPES
-    }
+    by_type = {t: [item for item in items if item["type"] == t] for t in TYPES}
     chosen = items if kind == "all" else by_type[kind]
     total = len(chosen)
     model_bytes = sum(i["sizeBytes"] for i in by_type["model"])

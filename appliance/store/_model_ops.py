@@ -40,7 +40,9 @@ class ModelOpsMixin:
             f"{_PROJECT_SELECT} WHERE {where} ORDER BY p.created_at DESC, p.id LIMIT ?",
             [owner_id, limit],
         )
-        total = self.scalar(f"SELECT count(*) FROM projects p WHERE {where}", [owner_id])
+        total = self.scalar(
+            f"SELECT count(*) FROM projects p WHERE {where}", [owner_id]
+        )
         return rows, total
 
     def project_with_count(self, project_id: str) -> dict[str, Any] | None:
@@ -203,9 +205,7 @@ class ModelOpsMixin:
                     f"SELECT id FROM projects WHERE {' AND '.join(where)}", params
                 )
             ]
-            model_ids, export_ids = self._blobs_of(
-                db, "project_id", project_ids
-            )
+            model_ids, export_ids = self._blobs_of(db, "project_id", project_ids)
             if project_ids:
                 db.execute(
                     f"DELETE FROM projects WHERE id IN ({_marks(project_ids)})",
