@@ -183,6 +183,8 @@ def test_trash_restore_and_purge(world):
         client.get(f"/api/models/{model['id']}", headers=world.alice).status_code == 404
     )
     assert sdk.projects.list("alice")["total"] == 0
+    counts = sdk.account.summary()["counts"]
+    assert counts["projects"] == 0 and counts["models"] == 0
     taken = client.post(
         "/api/projects", json={"project": "p", "name": "P"}, headers=world.alice
     )
@@ -205,6 +207,9 @@ def test_trash_restore_and_purge(world):
     assert sdk.models.retrieve("alice", "p", "m")["model"]["hasWeights"] is True
 
     project_id = sdk.projects.retrieve("alice", "p")["project"]["id"]
+    icon = {"file": ("i.jpg", jpeg_bytes(), "image/jpeg")}
+    client.post(f"/api/projects/{project_id}/icon", files=icon, headers=world.alice)
+    assert world.blobs.path("icons", project_id, "icon.png").exists()
     assert (
         client.delete(f"/api/projects/{project_id}", headers=world.alice).json()[
             "cascadedModels"
@@ -220,6 +225,7 @@ def test_trash_restore_and_purge(world):
         "cascadedModels": 1,
     }
     assert not world.blobs.path("models", model["id"]).exists()
+    assert not world.blobs.path("icons", item["_id"]).exists()
     assert db.model(model["id"]) is None
     assert client.post("/api/trash", json=body, headers=world.alice).status_code == 404
     assert sdk.projects.create(project="p", name="P")["project"] == "p"

@@ -52,8 +52,16 @@ def _purge_expired(request: Request) -> None:
     if gone:
         logger.info("%d dataset(s) left the trash after %d days", gone, TRASH_DAYS)
     db = services(request).db
-    _remove_blobs(request, *db.purge_projects(owner_id="", before=stamp)[1:])
+    _remove_project_blobs(request, *db.purge_projects(owner_id="", before=stamp))
     _remove_blobs(request, *db.purge_models(owner_id="", before=stamp))
+
+
+def _remove_project_blobs(
+    request: Request, project_ids: list[str], model_ids: list[str], export_ids: list
+) -> None:
+    for project_id in project_ids:
+        services(request).blobs.remove_tree("icons", project_id)
+    _remove_blobs(request, model_ids, export_ids)
 
 
 def _remove_blobs(
@@ -202,22 +210,22 @@ async def delete_forever(request: Request):
         owner = _workspace(request)
         require_role(request, owner["id"], "editor", "Emptying the trash")
         deleted = db.purge_datasets(owner_id=owner["id"])
-        projects, model_ids, export_ids = db.purge_projects(owner_id=owner["id"])
-        _remove_blobs(request, model_ids, export_ids)
+        project_ids, model_ids, export_ids = db.purge_projects(owner_id=owner["id"])
+        _remove_project_blobs(request, project_ids, model_ids, export_ids)
         cascaded = len(model_ids)
         model_ids, export_ids = db.purge_models(owner_id=owner["id"])
         _remove_blobs(request, model_ids, export_ids)
-        deleted += projects + len(model_ids)
+        deleted += len(project_ids) + len(model_ids)
     else:
         kind, row = _trashed(request, body)
         if kind == "dataset":
             deleted = db.purge_datasets(owner_id=row["owner_id"], ids=[row["id"]])
         elif kind == "project":
-            deleted, model_ids, export_ids = db.purge_projects(
+            project_ids, model_ids, export_ids = db.purge_projects(
                 owner_id=row["owner_id"], ids=[row["id"]]
             )
-            _remove_blobs(request, model_ids, export_ids)
-            cascaded = len(model_ids)
+            _remove_project_blobs(request, project_ids, model_ids, export_ids)
+            deleted, cascaded = len(project_ids), len(model_ids)
         else:
             model_ids, export_ids = db.purge_models(
                 owner_id=row["owner_id"], ids=[row["id"]]

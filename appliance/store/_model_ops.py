@@ -185,9 +185,9 @@ class ModelOpsMixin:
 
     def purge_projects(
         self, *, owner_id: str, ids: list[str] | None = None, before: str | None = None
-    ) -> tuple[int, list[str], list[str]]:
+    ) -> tuple[list[str], list[str], list[str]]:
         """Delete trashed projects for good, with all their models. Returns the
-        number of projects, and the model and export ids whose blobs go too."""
+        project, model and export ids whose blobs go too."""
         where, params = ["deleted_at IS NOT NULL"], []
         if owner_id:
             where.append("owner_id = ?")
@@ -211,7 +211,7 @@ class ModelOpsMixin:
                     f"DELETE FROM projects WHERE id IN ({_marks(project_ids)})",
                     project_ids,
                 )
-        return len(project_ids), model_ids, export_ids
+        return project_ids, model_ids, export_ids
 
     def purge_models(
         self, *, owner_id: str, ids: list[str] | None = None, before: str | None = None
