@@ -151,6 +151,8 @@ class Checkpoint:
     best_fitness: float | None = None
     date: str | None = None
     version: str | None = None
+    #: Per-epoch metrics from the checkpoint's results table: (epoch, metrics).
+    results: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
 
 def read_pickle(path: Path) -> dict[str, Any]:
@@ -218,7 +220,27 @@ def read_checkpoint(path: Path) -> Checkpoint:
         best_fitness=_float(ckpt.get("best_fitness")),
         date=ckpt.get("date") if isinstance(ckpt.get("date"), str) else None,
         version=ckpt.get("version") if isinstance(ckpt.get("version"), str) else None,
+        results=_results(ckpt.get("train_results")),
     )
+
+
+def _results(table: Any) -> list[tuple[int, dict[str, float]]]:
+    """ultralytics' results table (column name to one value per epoch) as
+    rows; an epoch column counts from 1 there, from 0 here."""
+    if not isinstance(table, dict) or not isinstance(table.get("epoch"), list):
+        return []
+    epochs = table["epoch"][:10_000]
+    rows = []
+    for i, epoch in enumerate(epochs):
+        if not isinstance(epoch, int | float) or isinstance(epoch, bool):
+            return []
+        values = {
+            name: column[i]
+            for name, column in table.items()
+            if name != "epoch" and isinstance(column, list) and i < len(column)
+        }
+        rows.append((max(int(epoch) - 1, 0), _numbers(values)))
+    return rows
 
 
 def _task(model: Stub, train_args: dict) -> str:

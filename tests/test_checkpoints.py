@@ -52,6 +52,8 @@ def test_reads_a_real_detection_checkpoint(detector):
     assert checkpoint.train_args["imgsz"] == 32
     assert checkpoint.metrics["metrics/mAP50(B)"] == pytest.approx(0.3)
     assert checkpoint.date and checkpoint.version
+    assert [epoch for epoch, _ in checkpoint.results] == [0, 1, 2]
+    assert checkpoint.results[1][1] == {"metrics/mAP50(B)": pytest.approx(0.2)}
 
 
 def test_reads_a_classification_checkpoint(folder):

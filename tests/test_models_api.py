@@ -262,6 +262,9 @@ def test_checkpoint_upload_files_download_and_completed(world, checkpoints):
     assert "data" not in model["trainArgs"]  # a path on the uploader's machine
     assert model["metrics"]["mAP50"] == pytest.approx(0.3)
     assert model["version"]
+    assert [e["epoch"] for e in model["trainResults"]] == [0, 1, 2]
+    assert model["trainResults"][2]["metrics"]["metrics/mAP50(B)"] == pytest.approx(0.3)
+    assert model["completedAt"].endswith("Z")
 
     files = ok("GET", f"{ONE}/files", sdk.models.files("alice", "p", "uploaded"))
     fetched = client.get(files["files"][0]["downloadUrl"])

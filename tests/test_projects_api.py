@@ -261,6 +261,8 @@ def test_clone_copies_models_and_shares_weights(world):
     copy_file = world.blobs.path("models", copy["id"], "best.pt")
     assert copy_file.read_bytes() == source_file.read_bytes()
     assert os.stat(copy_file).st_ino == os.stat(source_file).st_ino  # one file, linked
+    found = world.bob_sdk.projects.retrieve("bob", "mine", search="A")["models"]
+    assert [m["model"] for m in found] == ["a"]
     url = world.bob_sdk.models.files("bob", "mine", "a")["files"][0]["downloadUrl"]
     assert client.get(url).content == b"weights-bytes"
 

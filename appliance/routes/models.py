@@ -690,6 +690,18 @@ def _train_args_of(checkpoint: Checkpoint) -> dict:
     return args
 
 
+def _utc_text(value: str | None) -> str | None:
+    """A checkpoint's ISO date in the contract's form (a date without a zone
+    is read as UTC); None when it is not a date."""
+    try:
+        stamp = datetime.fromisoformat(value or "")
+    except ValueError:
+        return None
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def attach_checkpoint(request: Request, session: dict, path: Path) -> None:
     """Make an uploaded `.pt` (an upload session of asset type `models`, whose
     assetId is the model's id) that model's weights, after reading it without
@@ -715,7 +727,10 @@ def attach_checkpoint(request: Request, session: dict, path: Path) -> None:
     details = dict(model.get("details") or {})
     if checkpoint.version:
         details["version"] = checkpoint.version[:50]
-    completed_at = now()
+    completed_at = _utc_text(checkpoint.date) or now()
+    db.clear_epochs(model["id"])
+    for epoch, metrics in checkpoint.results:
+        db.record_epoch(model["id"], epoch, metrics, metrics.get("fitness"))
     db.update_model(
         model["id"],
         task=checkpoint.task,
