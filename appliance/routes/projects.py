@@ -377,7 +377,7 @@ async def clone(request: Request):
         details=details,
         cloned_from=source["id"],
     )
-    from .models import copy_model  # models import this module
+    from .model_ops import copy_model  # model_ops imports this module
 
     for model in models:
         await run_in_threadpool(copy_model, request, model, row["id"])

@@ -15,7 +15,7 @@ from ..archive import is_archive_name
 from ..errors import Conflict, Invalid, NotFound, TooLarge, Unauthorized
 from ..ids import parse_time
 from ..web import field, json_body, reply, require_user, services
-from .models import attach_checkpoint
+from .model_ops import attach_checkpoint
 
 _RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 ASSET_TYPES = frozenset({"datasets", "models", "images", "videos"})
