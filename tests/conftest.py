@@ -231,7 +231,7 @@ def tiny_checkpoint(
     path: Path, *, nc: int = 2, names=None, task: str = "detect", **extra
 ) -> Path:
     """A real ultralytics checkpoint of an untrained model built from its YAML
-    (yolo26n, or yolo26n-cls for classify) with `nc` classes, saved as the
+    (yolo26n, yolo26n-seg, -pose, -obb or -cls for the task) with `nc` classes, saved as the
     trainer saves one (EMA weights in half precision, train args and metrics)
     and stripped as at the end of training. `names` may disagree with `nc`;
     `extra` adds top-level keys."""
@@ -253,13 +253,17 @@ def _tiny_checkpoint(path: Path, nc: int, names, task: str, extra: dict) -> Path
     import torch
     from ultralytics import __version__
     from ultralytics.cfg import get_cfg
-    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
+    from ultralytics.nn import tasks
     from ultralytics.utils.torch_utils import strip_optimizer
 
-    if task == "classify":
-        model = ClassificationModel("yolo26n-cls.yaml", nc=nc, verbose=False)
-    else:
-        model = DetectionModel("yolo26n.yaml", nc=nc, verbose=False)
+    kind, suffix = {
+        "detect": (tasks.DetectionModel, ""),
+        "segment": (tasks.SegmentationModel, "-seg"),
+        "pose": (tasks.PoseModel, "-pose"),
+        "obb": (tasks.OBBModel, "-obb"),
+        "classify": (tasks.ClassificationModel, "-cls"),
+    }[task]
+    model = kind(f"yolo26n{suffix}.yaml", nc=nc, verbose=False)
     names = names if names is not None else [f"class{i}" for i in range(nc)]
     model.names = dict(enumerate(names))
     args = get_cfg(

@@ -56,12 +56,19 @@ def test_reads_a_real_detection_checkpoint(detector):
     assert checkpoint.results[1][1] == {"metrics/mAP50(B)": pytest.approx(0.2)}
 
 
-def test_reads_a_classification_checkpoint(folder):
-    path = tiny_checkpoint(folder / "cls.pt", nc=3, task="classify")
+@pytest.mark.parametrize("task", ["segment", "pose", "obb", "classify"])
+def test_reads_every_task(folder, task):
+    path = tiny_checkpoint(folder / f"{task}.pt", nc=3, task=task)
     checkpoint = read_checkpoint(path)
-    assert checkpoint.task == "classify"
+    assert checkpoint.task == task
     assert checkpoint.class_names == ["class0", "class1", "class2"]
     assert checkpoint.head_classes == 3
+
+
+def test_names_that_disagree_with_a_classify_head_are_refused(folder):
+    path = tiny_checkpoint(folder / "c.pt", nc=4, names=["a", "b"], task="classify")
+    with pytest.raises(BadCheckpoint, match="names 2 classes but its classify head"):
+        read_checkpoint(path)
 
 
 def test_names_that_disagree_with_the_head_are_refused(folder):

@@ -172,10 +172,13 @@ def test_create_list_retrieve_update_in_both_families(world):
 
 def test_trash_restore_and_purge(world):
     sdk, client, db = world.sdk, world.client, world.db
-    sdk.projects.create(project="p", name="P")
+    sdk.projects.create(project="p", name="P", visibility="public")
     model = sdk.models.create(body={"project": "p", "model": "m"})
     _weights(world, model["id"])
+    explore = "/api/explore/search?type=projects"
+    assert len(client.get(explore).json()["projects"]) == 1
     gone = ok("DELETE", ONE, sdk.projects.delete("alice", "p"))
+    assert client.get(explore).json()["projects"] == []
     assert gone == {"success": True, "cascadedModels": 1}
     assert _status(lambda: sdk.projects.retrieve("alice", "p")) == 404
     assert _status(lambda: sdk.models.retrieve("alice", "p", "m")) == 404
