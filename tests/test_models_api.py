@@ -341,6 +341,22 @@ def test_bad_checkpoints_are_refused_with_a_reason(world, checkpoints, tmp_path)
     )
 
 
+def test_model_uploads_name_a_model_the_caller_edits(world):
+    body = {
+        "assetType": "models",
+        "assetId": "NotAModelId12345678",
+        "filename": "x.pt",
+        "contentType": "application/octet-stream",
+        "totalBytes": 10,
+    }
+    assert _error(lambda: world.sdk.upload.signed_url(body=body))[0] == 404
+    world.sdk.projects.create(project="p", name="P", visibility="public")
+    model = world.sdk.models.create(body={"project": "p", "model": "m"})
+    body["assetId"] = model["id"]
+    assert _error(lambda: world.bob_sdk.upload.signed_url(body=body))[0] == 403
+    assert world.sdk.upload.signed_url(body=body)["sessionId"]
+
+
 def test_trash_restore_and_purge(world):
     sdk, client, blobs = world.sdk, world.client, world.blobs
     sdk.projects.create(project="p", name="P")

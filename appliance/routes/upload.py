@@ -16,6 +16,7 @@ from ..errors import Conflict, Invalid, NotFound, TooLarge, Unauthorized
 from ..ids import parse_time
 from ..web import field, json_body, reply, require_user, services
 from .model_ops import attach_checkpoint
+from .models import editable_model
 
 _RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 ASSET_TYPES = frozenset({"datasets", "models", "images", "videos"})
@@ -55,6 +56,8 @@ async def signed_url(request: Request):
         )
     if asset_type == "models" and not filename.lower().endswith(".pt"):
         raise Invalid("model uploads must be .pt files")
+    if asset_type == "models":
+        editable_model(request, asset_id)  # the model the weights are for
     expires = svc.signer.expiry()
     session = svc.db.create_upload(
         user_id=user["id"],
