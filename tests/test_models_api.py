@@ -393,6 +393,20 @@ def test_trash_restore_and_purge(world):
     assert not blobs.path("models", model["id"]).exists()
 
 
+def test_deleting_a_model_or_project_stops_its_training(world):
+    sdk, db = world.sdk, world.db
+    sdk.projects.create(project="p", name="P")
+    first = sdk.models.create(body={"project": "p", "model": "a"})
+    second = sdk.models.create(body={"project": "p", "model": "b"})
+    jobs = [db.create_job("train", m["id"], None, {}) for m in (first, second)]
+    assert db.job(jobs[0]["id"])["status"] == "queued"
+    sdk.models.delete("alice", "p", "a")
+    assert db.job(jobs[0]["id"])["status"] == "cancelled"
+    assert db.job(jobs[1]["id"])["status"] == "queued"
+    sdk.projects.delete("alice", "p")
+    assert db.job(jobs[1]["id"])["status"] == "cancelled"
+
+
 def test_clone_with_either_body(world, checkpoints):
     sdk, client = world.sdk, world.client
     sdk.projects.create(project="p", name="P", visibility="public")

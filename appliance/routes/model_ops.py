@@ -35,7 +35,15 @@ from .models import (
     slug_conflict,
     weights_path,
 )
-from .projects import LICENSES, check_metadata, choice, find_project, free_slug, short
+from .projects import (
+    LICENSES,
+    check_metadata,
+    choice,
+    find_project,
+    free_slug,
+    short,
+    stop_training,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +222,7 @@ async def update(request: Request):
 async def delete(request: Request):
     """Move a model to the trash (restorable for 30 days)."""
     model = model_of(request, edit=True)
+    stop_training(request, [model["id"]])
     services(request).db.trash_model(model["id"])
     logger.info("model %s moved to the trash", model["id"])
     return reply({"success": True})

@@ -166,6 +166,17 @@ def _taken(request: Request, owner: dict, slug: str) -> Conflict:
     return Conflict(f"Project {name} already exists")
 
 
+def stop_training(request: Request, model_ids: list[str]) -> None:
+    """Cancel the running or queued training of models leaving for the trash
+    (or for good), so that the GPU is not kept busy for a hidden model."""
+    svc = services(request)
+    for model_id in model_ids:
+        job = svc.db.latest_job(model_id, "train")
+        if job and job["status"] in ("queued", "starting", "running"):
+            svc.queue.cancel(job["id"])
+            logger.info("training job %s cancelled: its model was deleted", job["id"])
+
+
 def project_out(request: Request, row: dict, *, detail: bool = False) -> dict:
     db = services(request).db
     count = row.get("model_count")
@@ -306,7 +317,11 @@ async def update(request: Request):
 async def delete(request: Request):
     """Move a project and its models to the trash (restorable for 30 days)."""
     project = project_of(request, edit=True)
-    cascaded = services(request).db.trash_project(project["id"])
+    db = services(request).db
+    stop_training(
+        request, [m["id"] for m in db.models_of_project(project["id"], 10**6)]
+    )
+    cascaded = db.trash_project(project["id"])
     logger.info(
         "project %s moved to the trash with %d model(s)", project["id"], cascaded
     )

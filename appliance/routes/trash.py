@@ -25,6 +25,7 @@ from ..web import (
     services,
 )
 from .datasets import write_body
+from .projects import stop_training
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +70,8 @@ def _remove_blobs(
 ) -> None:
     """The weights and exports of models deleted for good; their jobs stop."""
     svc = services(request)
+    stop_training(request, model_ids)
     for model_id in model_ids:
-        job = svc.db.latest_job(model_id, "train")
-        if job and job["status"] in ("queued", "starting", "running"):
-            svc.queue.cancel(job["id"])
         svc.blobs.remove_tree("models", model_id)
     for export_id in export_ids:
         svc.blobs.remove_tree("exports", export_id)
