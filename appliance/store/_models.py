@@ -66,10 +66,13 @@ class ModelsMixin:
         )
 
     def models_of_project(
-        self, project_id: str, limit: int = 100
+        self, project_id: str, limit: int = 100, *, trashed: bool = False
     ) -> list[dict[str, Any]]:
+        """A project's models, newest first; those in the trash only with
+        `trashed`."""
+        hide = "" if trashed else " AND m.deleted_at IS NULL"
         return self.query(
-            f"{_MODEL_SELECT} WHERE m.project_id = ? AND m.deleted_at IS NULL"
+            f"{_MODEL_SELECT} WHERE m.project_id = ?{hide}"
             " ORDER BY m.created_at DESC LIMIT ?",
             [project_id, limit],
         )
