@@ -7,13 +7,17 @@ would let its author run code here. We do not call `torch.load` at all: a
 `pickle.Unpickler` subclass reads `data.pkl` and its `find_class` resolves a
 short allow-list, and nothing else:
 
-* `collections.OrderedDict` and the builtin containers `set`/`frozenset`;
+* `collections.OrderedDict`, the builtin containers `set`/`frozenset` and
+  `torch.Size` (read as a tuple);
 * torch's tensor and parameter rebuild functions and storage types, which are
   replaced by our own functions that return a `TensorInfo` (the shape only:
   no storage is read, no torch code runs);
 * classes from `ultralytics.nn.*` and `torch.nn.modules.*`, which are replaced
   by inert placeholder classes (`Stub`): the real classes are never imported
-  nor instantiated, and a placeholder only stores what the pickle hands it.
+  nor instantiated, and a placeholder only stores what the pickle hands it;
+* `getattr`, replaced by a function that accepts only a placeholder and a
+  public method name and returns a `MethodRef` (fused layers pickle
+  `forward = getattr(layer, "forward_fuse")`); nothing is looked up.
 
 Any other global (`os.system`, `builtins.eval`, `subprocess.Popen`, ...) stops
 the read with `UnsafeCheckpoint` before anything is called. We chose this over
@@ -84,8 +88,37 @@ def _rebuild_parameter(data: Any, *rest: Any) -> Any:
     return data
 
 
+@dataclass(frozen=True)
+class MethodRef:
+    """A module's bound method named by the pickle (a fused layer keeps
+    `forward = getattr(layer, "forward_fuse")`): the name only."""
+
+    owner: str
+    name: str
+
+
+def _method_reference(owner: Any, name: Any) -> MethodRef:
+    """`getattr` as a pickle may use it: only a public method name of a
+    placeholder, answered with a reference; nothing is looked up."""
+    if not isinstance(owner, Stub) or not isinstance(name, str):
+        raise UnsafeCheckpoint(
+            "the checkpoint's pickle calls getattr on something other than a"
+            " model layer, which is not allowed; nothing in it was run"
+        )
+    if not name.isidentifier() or name.startswith("_"):
+        raise UnsafeCheckpoint(
+            f"the checkpoint's pickle asks for attribute {name[:40]!r}, which is"
+            " not allowed; nothing in it was run"
+        )
+    return MethodRef(type(owner).qualname, name)
+
+
 def _set(items: Any = ()) -> set:
     return set(items)
+
+
+def _tuple(items: Any = ()) -> tuple:
+    return tuple(items)
 
 
 def _frozenset(items: Any = ()) -> frozenset:
@@ -98,6 +131,9 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("__builtin__", "set"): _set,
     ("builtins", "frozenset"): _frozenset,
     ("__builtin__", "frozenset"): _frozenset,
+    ("torch", "Size"): _tuple,
+    ("builtins", "getattr"): _method_reference,
+    ("__builtin__", "getattr"): _method_reference,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,

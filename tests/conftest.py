@@ -302,3 +302,22 @@ def _tiny_checkpoint(path: Path, nc: int, names, task: str, extra: dict) -> Path
     torch.save(checkpoint, path)
     strip_optimizer(path)
     return path
+
+
+def fused_checkpoint(path: Path) -> Path:
+    """yolo26n built from its YAML, fused (convolutions and batch norms
+    folded) and saved with `YOLO.save`, as a model used for inference is."""
+    from appliance import vision
+
+    saved = dict(os.environ)
+    try:
+        vision.import_ultralytics(path.parent / "ul-home")
+        from ultralytics import YOLO
+
+        model = YOLO("yolo26n.yaml")
+        model.fuse()
+        model.save(str(path))
+        return path
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

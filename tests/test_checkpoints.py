@@ -108,6 +108,23 @@ def test_other_globals_are_refused(tmp_path, payload):
         read_checkpoint(_zip_pickle(tmp_path / "x.pt", {"model": payload}))
 
 
+def test_a_fused_model_reads_and_getattr_stays_harmless(tmp_path, folder):
+    """A fused layer pickles `getattr(layer, "forward_fuse")`; the reader
+    answers that with a name, and refuses getattr on anything else."""
+    import collections
+
+    from conftest import fused_checkpoint
+
+    checkpoint = read_checkpoint(fused_checkpoint(folder / "fused.pt"))
+    assert checkpoint.task == "detect" and checkpoint.head_classes == 80
+    for payload in (
+        _Command(getattr, collections.OrderedDict, "__globals__"),
+        _Command(getattr, _Command(collections.OrderedDict), "get"),
+    ):
+        with pytest.raises(UnsafeCheckpoint, match="getattr"):
+            read_checkpoint(_zip_pickle(tmp_path / "g.pt", {"model": payload}))
+
+
 def test_code_hidden_in_a_real_checkpoint_is_refused(tmp_path, detector):
     import torch
 
@@ -164,3 +181,18 @@ def test_a_pickle_cannot_change_the_reader(tmp_path, detector):
         read_checkpoint(tmp_path / "b.pt")
     assert not hasattr(checkpoints._set, "abc")
     assert read_checkpoint(detector).class_names == ["cat", "dog"]
+
+
+def test_checkpoints_of_a_real_training_run(tmp_path):
+    """What `yolo train` itself writes (best.pt and last.pt, stripped at the
+    end) and what `YOLO.save` writes after it, all from one epoch at imgsz 32."""
+    from conftest import train_tiny_detector
+
+    saved = train_tiny_detector(tmp_path)
+    weights = sorted((tmp_path / "runs").rglob("*.pt"))
+    assert [p.name for p in weights] == ["best.pt", "last.pt"]
+    for path in (saved, *weights):
+        checkpoint = read_checkpoint(path)
+        assert checkpoint.task == "detect" and checkpoint.head_classes == 2
+        assert checkpoint.class_names == ["green", "red"]
+        assert checkpoint.train_args["imgsz"] == 32
