@@ -12,9 +12,11 @@ short allow-list, and nothing else:
 * torch's tensor and parameter rebuild functions and storage types, which are
   replaced by our own functions that return a `TensorInfo` (the shape only:
   no storage is read, no torch code runs);
-* classes from `ultralytics.nn.*` and `torch.nn.modules.*`, which are replaced
-  by inert placeholder classes (`Stub`): the real classes are never imported
-  nor instantiated, and a placeholder only stores what the pickle hands it;
+* names from `ultralytics.*` and `torch.nn.modules.*` (and
+  `types.SimpleNamespace`), which are replaced by inert placeholder classes
+  (`Stub`): the real classes and functions are never imported nor called, and
+  a placeholder only stores what the pickle hands it; `pathlib` paths are
+  read as text;
 * `getattr`, replaced by a function that accepts only a placeholder and a
   public method name and returns a `MethodRef` (fused layers pickle
   `forward = getattr(layer, "forward_fuse")`); nothing is looked up.
@@ -50,7 +52,7 @@ _MODEL_TASKS = {
     "OBBModel": "obb",
     "ClassificationModel": "classify",
 }
-_PLACEHOLDER_MODULES = ("ultralytics.nn.", "torch.nn.modules.")
+_PLACEHOLDER_MODULES = ("ultralytics.", "torch.nn.modules.")
 
 
 class BadCheckpoint(ValueError):
@@ -117,6 +119,12 @@ def _set(items: Any = ()) -> set:
     return set(items)
 
 
+def _path_text(*parts: Any) -> str:
+    """A path the uploader's machine pickled, as text."""
+    text = "/".join(part for part in parts if isinstance(part, str))
+    return text[1:] if text.startswith("//") else text
+
+
 def _tuple(items: Any = ()) -> tuple:
     return tuple(items)
 
@@ -132,6 +140,9 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "frozenset"): _frozenset,
     ("__builtin__", "frozenset"): _frozenset,
     ("torch", "Size"): _tuple,
+    ("types", "SimpleNamespace"): None,  # a placeholder, set in find_class
+    ("pathlib", "PosixPath"): _path_text,
+    ("pathlib", "WindowsPath"): _path_text,
     ("builtins", "getattr"): _method_reference,
     ("__builtin__", "getattr"): _method_reference,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -153,12 +164,13 @@ class _Unpickler(pickle.Unpickler):
         self._stubs: dict[str, type[Stub]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        allowed = _ALLOWED.get((module, name))
-        if allowed is not None:
+        allowed = _ALLOWED.get((module, name), False)
+        if allowed:
             return lambda *args: allowed(*args)
         if module == "torch" and (name.endswith("Storage") or name in _DTYPES):
             return name  # only ever an argument: a storage type or dtype by name
-        if module.startswith(_PLACEHOLDER_MODULES) and name.isidentifier():
+        placeholder = allowed is None or module.startswith(_PLACEHOLDER_MODULES)
+        if placeholder and name.isidentifier():
             qualname = f"{module}.{name}"
             if qualname not in self._stubs:
                 self._stubs[qualname] = type(name, (Stub,), {"qualname": qualname})

@@ -196,3 +196,20 @@ def test_checkpoints_of_a_real_training_run(tmp_path):
         assert checkpoint.task == "detect" and checkpoint.head_classes == 2
         assert checkpoint.class_names == ["green", "red"]
         assert checkpoint.train_args["imgsz"] == 32
+
+
+def test_namespaces_and_paths_of_other_versions_are_read(tmp_path, detector):
+    """Other ultralytics versions pickle argument namespaces and paths."""
+    from types import SimpleNamespace
+
+    import torch
+    from ultralytics.utils import IterableSimpleNamespace
+
+    checkpoint = torch.load(detector, weights_only=False)  # our own file
+    checkpoint["train_args"]["save_dir"] = Path("/runs/detect/train")
+    checkpoint["model"].args = IterableSimpleNamespace(imgsz=32)
+    checkpoint["namespace"] = SimpleNamespace(a=1)
+    torch.save(checkpoint, tmp_path / "other.pt")
+    read = read_checkpoint(tmp_path / "other.pt")
+    assert read.train_args["save_dir"] == "/runs/detect/train"
+    assert read.class_names == ["cat", "dog"]
