@@ -63,7 +63,7 @@ def build_export(
             progress(90.0 * done / steps, f"dataset {dataset['slug']}")
         for done, row in enumerate(projects, start=len(datasets) + 1):
             project = db.project(row["id"])
-            models = db.models_of_project(row["id"], 10_000)
+            models = db.models_of_project(row["id"], 10_000, trashed=True)
             base = f"projects/{project['slug']}"
             archive.writestr(
                 f"{base}/project.json", _dump({**project, "models": models})

@@ -285,9 +285,28 @@ def project_json(
         "createdAt": row["created_at"],
         "updatedAt": row["updated_at"],
     }
+    details = row.get("details") or {}
+    for key in PROJECT_DETAIL_FIELDS:
+        if key in details:
+            out[key] = details[key]
+    if row.get("cloned_from"):
+        out["clonedFrom"] = row["cloned_from"]
     if detail:
         out["metadata"] = row.get("metadata") or {}
     return out
+
+
+#: Project fields the contract shows that this appliance keeps in `details`.
+PROJECT_DETAIL_FIELDS = (
+    "tags",
+    "license",
+    "iconColor",
+    "iconLetter",
+    "archived",
+    "viewPreferences",
+)
+#: Model fields the contract shows that this appliance keeps in `details`.
+MODEL_DETAIL_FIELDS = ("color", "license", "version", "docs")
 
 
 def _as_int(value: Any) -> int | None:
@@ -335,6 +354,8 @@ def model_summary_json(row: dict, epoch_count: int) -> dict[str, Any]:
     }
     if row["task"]:
         out["task"] = row["task"]
+    if (row.get("details") or {}).get("color"):
+        out["color"] = row["details"]["color"]
     if row["train_args"]:
         out["trainArgs"] = row["train_args"]
         epochs = _as_int(row["train_args"].get("epochs"))
@@ -384,6 +405,12 @@ def model_json(row: dict, epochs: list[dict]) -> dict[str, Any]:
         out["trainingError"] = row["training_error"]
     if row["environment"]:
         out["environment"] = row["environment"]
+    details = row.get("details") or {}
+    for key in MODEL_DETAIL_FIELDS:
+        if key in details:
+            out[key] = details[key]
+    if row.get("cloned_from"):
+        out["clonedFrom"] = out["sourceModelId"] = row["cloned_from"]
     return out
 
 

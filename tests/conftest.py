@@ -276,3 +276,99 @@ class Api:
         response = self.client.get(url)
         assert response.status_code == 200
         return response.content
+
+
+def tiny_checkpoint(
+    path: Path, *, nc: int = 2, names=None, task: str = "detect", **extra
+) -> Path:
+    """A real ultralytics checkpoint of an untrained model built from its YAML
+    (yolo26n, yolo26n-seg, -pose, -obb or -cls for the task) with `nc` classes, saved as the
+    trainer saves one (EMA weights in half precision, train args and metrics)
+    and stripped as at the end of training. `names` may disagree with `nc`;
+    `extra` adds top-level keys."""
+    from appliance import vision
+
+    saved = dict(os.environ)
+    try:
+        vision.import_ultralytics(path.parent / "ul-home")
+        return _tiny_checkpoint(path, nc, names, task, extra)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _tiny_checkpoint(path: Path, nc: int, names, task: str, extra: dict) -> Path:
+    from copy import deepcopy
+    from datetime import datetime
+
+    import torch
+    from ultralytics import __version__
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn import tasks
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    kind, suffix = {
+        "detect": (tasks.DetectionModel, ""),
+        "segment": (tasks.SegmentationModel, "-seg"),
+        "pose": (tasks.PoseModel, "-pose"),
+        "obb": (tasks.OBBModel, "-obb"),
+        "classify": (tasks.ClassificationModel, "-cls"),
+    }[task]
+    model = kind(f"yolo26n{suffix}.yaml", nc=nc, verbose=False)
+    names = names if names is not None else [f"class{i}" for i in range(nc)]
+    model.names = dict(enumerate(names))
+    args = get_cfg(
+        overrides={
+            "model": "yolo26n.yaml",
+            "data": str(path.parent / "data.yaml"),
+            "epochs": 3,
+            "imgsz": 32,
+            "task": task,
+            "device": "cpu",
+        }
+    )
+    checkpoint = {
+        "epoch": 2,
+        "best_fitness": 0.25,
+        "model": None,
+        "ema": deepcopy(model).half(),
+        "updates": 3,
+        "optimizer": None,
+        "scaler": None,
+        "train_args": vars(args),
+        "train_metrics": {
+            "metrics/precision(B)": 0.5,
+            "metrics/recall(B)": 0.4,
+            "metrics/mAP50(B)": 0.3,
+            "metrics/mAP50-95(B)": 0.2,
+            "fitness": 0.25,
+        },
+        "train_results": {"epoch": [1, 2, 3], "metrics/mAP50(B)": [0.1, 0.2, 0.3]},
+        "date": datetime.now().isoformat(),
+        "version": __version__,
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+        **extra,
+    }
+    torch.save(checkpoint, path)
+    strip_optimizer(path)
+    return path
+
+
+def fused_checkpoint(path: Path) -> Path:
+    """yolo26n built from its YAML, fused (convolutions and batch norms
+    folded) and saved with `YOLO.save`, as a model used for inference is."""
+    from appliance import vision
+
+    saved = dict(os.environ)
+    try:
+        vision.import_ultralytics(path.parent / "ul-home")
+        from ultralytics import YOLO
+
+        model = YOLO("yolo26n.yaml")
+        model.fuse()
+        model.save(str(path))
+        return path
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -36,6 +36,10 @@ BUCKETS = "/api/integrations/buckets"
 BUCKET = f"{BUCKETS}/{'a' * 24}"
 LOCAL = "/api/integrations/local"
 LOCAL_ROOT = f"{LOCAL}/{'a' * 24}"
+PROJECT_ID = "/api/projects/{project_id:id}"
+PROJECT_SLUG = "/api/projects/{owner}/{project}"
+MODEL_ID = "/api/models/{model_id:id}"
+MODEL_SLUG = "/api/models/{owner}/{project}/{model}"
 
 # level: anyone | signed | user | self | invitee | member | read | write | admin | owner
 TABLE = [
@@ -105,7 +109,6 @@ TABLE = [
         "write",
     ),
     ("GET", "/api/projects/{owner}", "/api/projects/lab", None, "anyone"),
-    ("GET", "/api/projects/{owner}", "/api/projects/{project}", None, "read"),
     ("GET", "/api/projects/{owner}/{project}", "/api/projects/lab/proj", None, "read"),
     (
         "POST",
@@ -114,23 +117,7 @@ TABLE = [
         {"owner": "lab", "project": "proj", "model": "n"},
         "write",
     ),
-    ("GET", "/api/models/{owner}", "/api/models/{model}", None, "read"),
     ("GET", "/api/models/{owner}/{project}", "/api/models/lab/proj", None, "read"),
-    ("GET", "/api/models/{owner}/{project}", "/api/models/{model}/files", None, "read"),
-    (
-        "POST",
-        "/api/models/{owner}/{project}",
-        "/api/models/{model}/predict",
-        None,
-        "read",
-    ),
-    (
-        "DELETE",
-        "/api/models/{owner}/{project}",
-        "/api/models/{model}/training",
-        None,
-        "write",
-    ),
     (
         "GET",
         "/api/models/{owner}/{project}/{model}",
@@ -399,6 +386,63 @@ TABLE = [
         "write",
     ),
     ("DELETE", "/api/trash", "/api/trash?owner=lab", {"all": True}, "write"),
+    # Projects and models, both route families, and their trash.
+    ("GET", "/api/projects", "/api/projects?owner=lab", None, "anyone"),
+    ("GET", "/api/models", "/api/models?projectId={project}", None, "read"),
+    ("GET", "/api/models/completed", "/api/models/completed", None, "user"),
+    ("GET", PROJECT_ID, "/api/projects/{project}", None, "read"),
+    *(
+        (method, f"{template}{tail}", f"{path}{tail}", body, level)
+        for template, path in (
+            (PROJECT_ID, "/api/projects/{project}"),
+            (PROJECT_SLUG, "/api/projects/lab/proj"),
+        )
+        for method, tail, body, level in (
+            ("PATCH", "", {"description": "x"}, "write"),
+            ("DELETE", "", None, "write"),
+            ("POST", "/clone", {}, "read"),
+            ("POST", "/icon", None, "write"),
+            ("DELETE", "/icon", None, "write"),
+        )
+    ),
+    *(
+        (method, f"{MODEL_ID}{tail}", f"/api/models/{{model}}{tail}", body, level)
+        for method, tail, body, level in (
+            ("GET", "", None, "read"),
+            ("GET", "/files", None, "read"),
+            ("GET", "/training", None, "read"),
+            ("DELETE", "/training", None, "write"),
+            ("POST", "/predict", None, "read"),
+        )
+    ),
+    *(
+        (method, f"{template}{tail}", f"{path}{tail}", body, level)
+        for template, path in (
+            (MODEL_ID, "/api/models/{model}"),
+            (MODEL_SLUG, "/api/models/lab/proj/m"),
+        )
+        for method, tail, body, level in (
+            ("PATCH", "", {"description": "x"}, "write"),
+            ("DELETE", "", None, "write"),
+            ("GET", "/download", None, "read"),
+            ("POST", "/track-download", None, "read"),
+            ("POST", "/clone", {"owner": "lab", "project": "proj"}, "write"),
+        )
+    ),
+    (
+        "POST",
+        "/api/trash",
+        "/api/trash",
+        {"id": "{oldproj}", "type": "project"},
+        "write",
+    ),
+    (
+        "POST",
+        "/api/trash",
+        "/api/trash",
+        {"id": "{oldmodel}", "type": "model"},
+        "write",
+    ),
 ]
 
 
@@ -440,6 +484,15 @@ def _world(home):
         owner_id=team["id"], slug="proj", name="proj", visibility="private"
     )
     model = db.create_model(project_id=project["id"], slug="m", name="m")
+    weights = app.state.services.blobs.path("models", model["id"], "best.pt")
+    app.state.services.blobs.put_bytes(weights, b"weights")
+    db.update_model(model["id"], weights_size=7, status="completed")
+    old_project = db.create_project(
+        owner_id=team["id"], slug="oldp", name="oldp", visibility="private"
+    )
+    db.trash_project(old_project["id"])
+    old_model = db.create_model(project_id=project["id"], slug="oldm", name="oldm")
+    db.trash_model(old_model["id"])
     export = db.create_export(model_id=model["id"], format="onnx")
     job = db.create_job("ingest", dataset["id"], users["editor"]["id"])
     upload = db.create_upload(
@@ -474,6 +527,8 @@ def _world(home):
         token="tok-123",
         extra=users["extra"]["id"],
         trashed=trashed["id"],
+        oldproj=old_project["id"],
+        oldmodel=old_model["id"],
     )
     return app, headers, ids
 

@@ -62,8 +62,10 @@ _FROM = {
     ),
     "projects": (
         "SELECT p.*, u.username AS owner,"
-        " (SELECT count(*) FROM models m WHERE m.project_id = p.id) AS item_count"
+        " (SELECT count(*) FROM models m WHERE m.project_id = p.id"
+        " AND m.deleted_at IS NULL) AS item_count"
         " FROM projects p JOIN users u ON u.id = p.owner_id"
+        " WHERE p.deleted_at IS NULL"
     ),
 }
 

@@ -1,8 +1,13 @@
-"""Models: create, retrieve, list, files, training status and cancel, predict."""
+"""Models: create, list, completed, retrieve, files; training status and
+cancel; predict. Both route families: the contract's owner/project/model
+paths and the seed's model-id paths (`GET /api/models?projectId=` lists for
+the seed). Updates, the trash, downloads, clones and checkpoint uploads are
+in routes/model_ops.py."""
 
 from __future__ import annotations
 
 import io
+import logging
 import sqlite3
 import warnings
 
@@ -13,7 +18,7 @@ from starlette.routing import Route
 
 from ..errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from ..ids import SLUG_RE, is_id, new_id, slugify
-from ..serialize import model_json, training_json
+from ..serialize import REGION, model_json, model_summary_json, training_json
 from ..vision import TASKS
 from ..web import (
     can_edit,
@@ -22,13 +27,16 @@ from ..web import (
     field,
     json_body,
     owner_for_write,
+    q_choice,
     q_int,
     reply,
     require_user,
     services,
     visible_owner,
 )
-from .projects import find_project
+from .projects import check_metadata, find_project, short
+
+logger = logging.getLogger(__name__)
 
 MAX_PREDICT_BYTES = 50 * 1024**2
 
@@ -36,7 +44,9 @@ MAX_PREDICT_BYTES = 50 * 1024**2
 def find_model(
     request: Request, owner: str, project: str | None = None, slug: str | None = None
 ) -> dict:
-    """A model by id (seed routes) or by owner/project/model (contract routes)."""
+    """A model by id (seed routes) or by owner/project/model (contract routes),
+    hidden with 404 from anyone who may not see it, and while it or its
+    project is in the trash."""
     db = services(request).db
     if project is None:
         row = db.model(owner) if is_id(owner) else None
@@ -44,7 +54,12 @@ def find_model(
         owner_row = visible_owner(request, owner)
         project_row = db.project_by_slug(owner_row["id"], project)
         row = db.model_by_slug(project_row["id"], slug) if project_row else None
-    if row is None or not can_see(request, row["owner_id"], row["visibility"]):
+    if (
+        row is None
+        or row.get("deleted_at")
+        or row.get("project_deleted_at")
+        or not can_see(request, row["owner_id"], row["visibility"])
+    ):
         raise NotFound("Model not found")
     return row
 
@@ -59,7 +74,92 @@ def editable_model(request: Request, *path: str | None) -> dict:
 
 def _path(request: Request) -> tuple[str, str | None, str | None]:
     p = request.path_params
+    if "model_id" in p:
+        return p["model_id"], None, None
     return p["owner"], p.get("project"), p.get("model")
+
+
+def model_of(request: Request, *, edit: bool = False) -> dict:
+    """The model a route names, in either family: `{model_id:id}` (seed) or
+    `{owner}/{project}/{model}` (contract); with edit, the caller must be an
+    editor of its workspace."""
+    if edit:
+        return editable_model(request, *_path(request))
+    return find_model(request, *_path(request))
+
+
+def _model_slug(body: dict, name: str | None) -> str:
+    slug = (
+        field(body, "model", str)
+        or field(body, "slug", str)
+        or (slugify(name) if name else None)
+    )
+    slug = slug or f"model-{new_id()[:8].lower()}"
+    if not SLUG_RE.match(slug):
+        raise Invalid("model must be lower-case letters, digits and dashes (1-128)")
+    return slug
+
+
+def slug_conflict(request: Request, project: dict, slug: str) -> Conflict:
+    name = f"{project['owner']}/{project['slug']}/{slug}"
+    if services(request).db.slug_in_trash("models", "project_id", project["id"], slug):
+        return Conflict(
+            f"Model {name} is in the trash: restore it or delete it permanently"
+        )
+    return Conflict(f"Model {name} already exists")
+
+
+def epoch_rows(body: dict) -> list[dict]:
+    """`trainResults` as per-epoch rows: epoch, metrics (numbers), fitness."""
+    results = field(body, "trainResults", list, default=[])
+    if len(results) > 10_000:
+        raise Invalid("trainResults holds at most 10000 epochs")
+    rows = []
+    for item in results:
+        if not isinstance(item, dict):
+            raise Invalid("trainResults items must be objects")
+        epoch = field(item, "epoch", (int, float), required=True)
+        metrics = field(item, "metrics", dict, default={})
+        if (
+            epoch < 0
+            or epoch != int(epoch)
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool)
+                for v in metrics.values()
+            )
+        ):
+            raise Invalid("trainResults: epoch is a whole number, metrics numbers")
+        rows.append(
+            {
+                "epoch": int(epoch),
+                "metrics": metrics,
+                "fitness": field(item, "fitness", (int, float)),
+            }
+        )
+    return rows
+
+
+def _create_fields(body: dict) -> dict:
+    """The optional model fields a create may carry."""
+    fields: dict = {
+        "metadata": check_metadata(field(body, "metadata", dict, default={}))
+    }
+    if (args := field(body, "trainArgs", dict)) is not None:
+        fields["train_args"] = check_metadata(args)
+    if (epochs := field(body, "epochs", (int, float))) is not None:
+        fields["train_args"] = {**fields.get("train_args", {}), "epochs": int(epochs)}
+    if (metrics := field(body, "metrics", dict)) is not None:
+        fields["metrics"] = metrics
+    if (environment := field(body, "environment", dict)) is not None:
+        fields["environment"] = environment
+    details = {}
+    for name, most in (("version", 50), ("docs", 4096)):
+        if (value := short(body, name, most)) is not None:
+            details[name] = value
+    fields["details"] = details
+    if (completed := field(body, "completedAt", str)) is not None:
+        fields["completed_at"] = completed
+    return fields
 
 
 async def create(request: Request):
@@ -74,49 +174,43 @@ async def create(request: Request):
         project = db.project_by_slug(
             owner["id"], field(body, "project", str, required=True)
         )
-        if project is None:
+        if project is None or project.get("deleted_at"):
             raise NotFound(f"Project {owner['username']}/{body['project']} not found")
     name = display_name(body["name"]) if body.get("name") is not None else None
-    slug = (
-        field(body, "model", str)
-        or field(body, "slug", str)
-        or (slugify(name) if name else None)
-    )
-    slug = slug or f"model-{new_id()[:8].lower()}"
-    if not SLUG_RE.match(slug):
-        raise Invalid("model must be lower-case letters, digits and dashes (1-128)")
+    slug = _model_slug(body, name)
     task = field(body, "task", str)
     if task is not None and task not in TASKS:
         raise Invalid(f"task must be one of: {', '.join(TASKS)}")
+    description = short(body, "description", 1000) or ""
+    epochs = epoch_rows(body)
     try:
         row = db.create_model(
             project_id=project["id"],
             slug=slug,
             name=(name or slug)[:100],
-            description=field(body, "description", str, default=""),
+            description=description,
             task=task,
-            train_args=field(body, "trainArgs", dict),
-            environment=field(body, "environment", dict),
-            metadata=field(body, "metadata", dict, default={}),
+            **_create_fields(body),
         )
     except sqlite3.IntegrityError:
-        raise Conflict(
-            f"Model {project['owner']}/{project['slug']}/{slug} already exists"
-        ) from None
-    return reply(
-        {
-            "id": row["id"],
-            "owner": row["owner"],
-            "project": row["project"],
-            "model": row["slug"],
-            "region": "us",
-        },
-        201,
-    )
+        raise slug_conflict(request, project, slug) from None
+    for epoch in epochs:
+        db.record_epoch(row["id"], epoch["epoch"], epoch["metrics"], epoch["fitness"])
+    out = {
+        "id": row["id"],
+        "owner": row["owner"],
+        "project": row["project"],
+        "model": row["slug"],
+    }
+    if "projectId" in body:  # the seed's form reads the id as modelId
+        out["modelId"] = row["id"]
+    return reply({**out, "region": REGION}, 201)
 
 
 async def retrieve(request: Request):
     row = find_model(request, *_path(request))
+    if request.query_params.get("analysis") == "1":
+        return reply({"analysis": None})
     user = request.scope.get("user")
     epochs = services(request).db.epochs(row["id"])
     return reply(
@@ -127,17 +221,79 @@ async def retrieve(request: Request):
     )
 
 
+def _list_items(request: Request, rows: list[dict], charts: bool = True) -> list:
+    db = services(request).db
+    models = []
+    for row in rows:
+        model = model_json(row, db.epochs(row["id"]) if charts else [])
+        model.pop("metadata")  # the contract's list items carry no metadata
+        if not charts:
+            model.pop("trainResults")
+        models.append(model)
+    return models
+
+
 async def list_models(request: Request):
     project = find_project(
         request, request.path_params["owner"], request.path_params["project"]
     )
     limit = q_int(request, "limit", 20, 1, 100)
+    rows = services(request).db.models_of_project(project["id"], limit)
+    return reply({"models": _list_items(request, rows), "region": REGION})
+
+
+async def list_seed(request: Request):
+    """GET /api/models?projectId= (seed): a project's models; `ids` narrows
+    the list, `fields=summary` leaves out the per-epoch charts."""
+    project_id = request.query_params.get("projectId")
+    if not project_id:
+        raise Invalid("projectId is required")
+    project = find_project(request, project_id)
+    limit = q_int(request, "limit", 20, 1, 100)
+    fields = q_choice(request, "fields", ("summary", "charts"), "charts")
     db = services(request).db
-    rows = db.models_of_project(project["id"], limit)
-    models = [model_json(r, db.epochs(r["id"])) for r in rows]
+    ids = [i for i in request.query_params.get("ids", "").split(",") if i]
+    rows = (
+        db.models_by_ids(project["id"], ids)[:limit]
+        if ids
+        else db.models_of_project(project["id"], limit)
+    )
+    models = _list_items(request, rows, charts=fields == "charts")
     for model in models:
-        model.pop("metadata")  # the contract's list items carry no metadata
-    return reply({"models": models, "region": "us"})
+        model.update(_id=model["id"], slug=model["model"], projectId=project["id"])
+    return reply({"models": models, "region": REGION})
+
+
+async def completed(request: Request):
+    """GET /api/models/completed: trained models with weights in the caller's
+    workspaces (or in `owner`, one of them), newest first."""
+    user = require_user(request)
+    db = services(request).db
+    owners = db.workspaces_of(user["id"])
+    name = request.query_params.get("owner")
+    if name:
+        owner = visible_owner(request, name)
+        if owner["id"] not in owners:
+            raise NotFound(f"Owner {name} not found")
+        owners = [owner["id"]]
+    rows = db.completed_models(owners, q_int(request, "limit", 50, 1, 500))
+    models = []
+    for row in rows:
+        item = model_summary_json(row, 0)
+        item.pop("epochCount")
+        item.update(
+            owner=row["owner"],
+            project=row["project"],
+            projectName=row["project_name"],
+            projectId=row["project_id"],
+            uri=f"ul://{row['owner']}/{row['project']}/{row['slug']}",
+        )
+        if row["class_names"]:
+            item["classNames"] = row["class_names"]
+        if row["completed_at"]:
+            item["completedAt"] = row["completed_at"]
+        models.append(item)
+    return reply({"models": models, "region": REGION})
 
 
 def weights_path(request: Request, model: dict):
@@ -240,41 +396,24 @@ async def predict(request: Request):
     return reply(result)
 
 
-async def by_id(request: Request):
-    """GET/POST/DELETE /api/models/{a}/{b}: a model id with a sub-resource, else a
-    project's model list (GET only)."""
-    first, second = request.path_params["owner"], request.path_params["project"]
-    if is_id(first):
-        request.path_params.clear()
-        request.path_params["owner"] = first
-        handler = {
-            ("GET", "files"): files,
-            ("GET", "training"): training,
-            ("DELETE", "training"): cancel_training,
-            ("POST", "predict"): predict,
-        }.get((request.method, second))
-        if handler:
-            return await handler(request)
-    if request.method == "GET":
-        return await list_models(request)
-    raise NotFound("Not found")
+ID = "/api/models/{model_id:id}"
+SLUG = "/api/models/{owner}/{project}/{model}"
 
-
-async def retrieve_by_id(request: Request):
-    return await retrieve(request)
-
+#: Operations on one model, offered in both route families (updates, trash,
+#: downloads and clones are in routes/model_ops.py).
+_OPERATIONS = [
+    ("", "GET", retrieve),
+    ("/files", "GET", files),
+    ("/training", "GET", training),
+    ("/training", "DELETE", cancel_training),
+    ("/predict", "POST", predict),
+]
 
 routes = [
+    Route("/api/models", list_seed, methods=["GET"]),
     Route("/api/models", create, methods=["POST"]),
-    Route("/api/models/{owner}", retrieve_by_id, methods=["GET"]),
-    Route("/api/models/{owner}/{project}", by_id, methods=["GET", "POST", "DELETE"]),
-    Route("/api/models/{owner}/{project}/{model}", retrieve, methods=["GET"]),
-    Route("/api/models/{owner}/{project}/{model}/files", files, methods=["GET"]),
-    Route("/api/models/{owner}/{project}/{model}/training", training, methods=["GET"]),
-    Route(
-        "/api/models/{owner}/{project}/{model}/training",
-        cancel_training,
-        methods=["DELETE"],
-    ),
-    Route("/api/models/{owner}/{project}/{model}/predict", predict, methods=["POST"]),
+    Route("/api/models/completed", completed, methods=["GET"]),
+    *(Route(f"{ID}{tail}", fn, methods=[m]) for tail, m, fn in _OPERATIONS),
+    Route("/api/models/{owner}/{project}", list_models, methods=["GET"]),
+    *(Route(f"{SLUG}{tail}", fn, methods=[m]) for tail, m, fn in _OPERATIONS),
 ]

@@ -1,6 +1,6 @@
-"""The trash: deleted datasets stay restorable for TRASH_DAYS days, then go
-for good. Projects and models are deleted outright by this appliance, so the
-trash only ever holds datasets; the other types list empty."""
+"""The trash: deleted datasets, projects and models stay restorable for
+TRASH_DAYS days, then go for good. A trashed project holds its models; a
+model trashed on its own is listed with its parent project."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from ..web import (
     services,
 )
 from .datasets import write_body
+from .projects import stop_training
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +75,62 @@ def _purge_expired(request: Request) -> None:
         "SELECT id FROM datasets WHERE deleted_at IS NOT NULL AND deleted_at < ?",
         [stamp],
     )
-    if not expired:
-        return
-    hashes = _hashes_of(request, [row["id"] for row in expired])
-    gone = db.purge_expired_trash(stamp)
-    _free(request, hashes)
-    logger.info("%d dataset(s) left the trash after %d days", gone, TRASH_DAYS)
+    if expired:
+        hashes = _hashes_of(request, [row["id"] for row in expired])
+        gone = db.purge_expired_trash(stamp)
+        _free(request, hashes)
+        logger.info("%d dataset(s) left the trash after %d days", gone, TRASH_DAYS)
+    _remove_project_blobs(request, *db.purge_projects(owner_id="", before=stamp))
+    _remove_blobs(request, *db.purge_models(owner_id="", before=stamp))
+
+
+def _remove_project_blobs(
+    request: Request, project_ids: list[str], model_ids: list[str], export_ids: list
+) -> None:
+    for project_id in project_ids:
+        services(request).blobs.remove_tree("icons", project_id)
+    _remove_blobs(request, model_ids, export_ids)
+
+
+def _remove_blobs(
+    request: Request, model_ids: list[str], export_ids: list[str]
+) -> None:
+    """The weights and exports of models deleted for good; their jobs stop."""
+    svc = services(request)
+    stop_training(request, model_ids)
+    for model_id in model_ids:
+        svc.blobs.remove_tree("models", model_id)
+    for export_id in export_ids:
+        svc.blobs.remove_tree("exports", export_id)
 
 
 def _days_left(trashed_at: str) -> int:
     age = datetime.now(UTC) - parse_time(trashed_at)
     return max(TRASH_DAYS - math.floor(age.total_seconds() / 86400), 0)
+
+
+def _model_items(request: Request, owner: dict) -> list[dict]:
+    items = []
+    for row in services(request).db.trashed_items(owner["id"]):
+        item = {
+            "_id": row["id"],
+            "type": row["type"],
+            "name": row["name"],
+            "slug": row["slug"],
+            "trashedAt": row["deleted_at"],
+            "daysRemaining": _days_left(row["deleted_at"]),
+            "sizeBytes": row["size_bytes"],
+        }
+        if row["type"] == "project":
+            item["cascadedCount"] = row["models"]
+        else:
+            item["parentProject"] = {
+                "_id": row["project_id"],
+                "name": row["project_name"],
+                "slug": row["project_slug"],
+            }
+        items.append(item)
+    return items
 
 
 async def list_trash(request: Request):
@@ -93,11 +139,7 @@ async def list_trash(request: Request):
     page = q_int(request, "page", 1, 1, 10**6)
     limit = q_int(request, "limit", 50, 1, 200)
     _purge_expired(request)
-    rows, count, size = services(request).db.trash_page(
-        owner["id"], limit, (page - 1) * limit
-    )
-    if kind not in ("all", "dataset"):
-        rows = []
+    rows, count, size = services(request).db.trash_page(owner["id"], 10**6, 0)
     items = [
         {
             "_id": row["id"],
@@ -109,22 +151,30 @@ async def list_trash(request: Request):
             "sizeBytes": row["size_bytes"],
         }
         for row in rows
-    ]
-    total = count if kind in ("all", "dataset") else 0
+    ] + _model_items(request, owner)
+    items.sort(key=lambda item: (item["trashedAt"], item["_id"]), reverse=True)
+    by_type = {t: [item for item in items if item["type"] == t] for t in TYPES}
+    chosen = items if kind == "all" else by_type[kind]
+    total = len(chosen)
+    model_bytes = sum(i["sizeBytes"] for i in by_type["model"])
+    project_bytes = sum(i["sizeBytes"] for i in by_type["project"])
     return reply(
         {
-            "items": items,
+            "items": chosen[(page - 1) * limit : page * limit],
             "total": total,
             "page": page,
             "limit": limit,
             "totalPages": math.ceil(total / limit),
             "summary": {
-                "totalItems": count,
-                "totalSizeBytes": size,
+                "totalItems": len(items),
+                "totalSizeBytes": size + model_bytes + project_bytes,
                 "byType": {
-                    "projects": {"count": 0},
+                    "projects": {"count": len(by_type["project"])},
                     "datasets": {"count": count, "sizeBytes": size},
-                    "models": {"count": 0, "sizeBytes": 0},
+                    "models": {
+                        "count": len(by_type["model"]),
+                        "sizeBytes": model_bytes,
+                    },
                     "exports": {"count": 0, "sizeBytes": 0},
                 },
             },
@@ -133,8 +183,9 @@ async def list_trash(request: Request):
     )
 
 
-def _trashed(request: Request, body: dict) -> dict:
-    """The trashed dataset a body names, for a caller who edits its workspace."""
+def _trashed(request: Request, body: dict) -> tuple[str, dict]:
+    """The trashed item a body names (its type and row), for a caller who
+    edits its workspace."""
     require_user(request)
     unknown = sorted(set(body) - {"id", "type"})
     if unknown:
@@ -144,27 +195,41 @@ def _trashed(request: Request, body: dict) -> dict:
     if kind not in TYPES:
         raise Invalid(f"type must be one of: {', '.join(TYPES)}")
     _purge_expired(request)
-    dataset = (
-        services(request).db.trashed_dataset(item_id) if kind == "dataset" else None
-    )
-    if dataset is None or role_in(request, dataset["owner_id"]) is None:
+    db = services(request).db
+    row = {
+        "dataset": db.trashed_dataset,
+        "project": db.trashed_project,
+        "model": db.trashed_model,
+    }[kind](item_id)
+    if row is not None and kind == "model" and row["project_deleted_at"]:
+        row = None  # listed, restored and deleted with its project
+    if row is None or role_in(request, row["owner_id"]) is None:
         raise NotFound(f"No {kind} {item_id} in the trash")
-    require_role(request, dataset["owner_id"], "editor", "Changing the trash")
-    return dataset
+    require_role(request, row["owner_id"], "editor", "Changing the trash")
+    return kind, row
 
 
 async def restore(request: Request):
-    dataset = _trashed(request, await write_body(request))
-    services(request).db.restore_dataset(dataset["id"])
-    logger.info("dataset %s restored from the trash", dataset["id"])
-    return reply({"success": True})
+    kind, row = _trashed(request, await write_body(request))
+    db = services(request).db
+    out: dict = {"success": True}
+    if kind == "dataset":
+        db.restore_dataset(row["id"])
+    elif kind == "project":
+        out["restoredModels"] = db.restore_project(row["id"])
+    else:
+        db.restore_model(row["id"])
+    logger.info("%s %s restored from the trash", kind, row["id"])
+    return reply(out)
 
 
 async def delete_forever(request: Request):
     """Delete one trashed item, or (`{"all": true}`) the workspace's whole
-    trash, for good, with the image files no other dataset or version uses."""
+    trash, for good, with the image files no other dataset or version uses;
+    model weights and exports go with their models."""
     body = await write_body(request)
     db = services(request).db
+    cascaded = None
     if "all" in body:
         if body != {"all": True}:
             raise Invalid('send {"all": true} alone to empty the trash')
@@ -176,13 +241,35 @@ async def delete_forever(request: Request):
         )
         hashes = _hashes_of(request, [row["id"] for row in trashed])
         deleted = db.purge_datasets(owner_id=owner["id"])
+        project_ids, model_ids, export_ids = db.purge_projects(owner_id=owner["id"])
+        _remove_project_blobs(request, project_ids, model_ids, export_ids)
+        cascaded = len(model_ids)
+        model_ids, export_ids = db.purge_models(owner_id=owner["id"])
+        _remove_blobs(request, model_ids, export_ids)
+        deleted += len(project_ids) + len(model_ids)
     else:
-        dataset = _trashed(request, body)
-        hashes = _hashes_of(request, [dataset["id"]])
-        deleted = db.purge_datasets(owner_id=dataset["owner_id"], ids=[dataset["id"]])
+        kind, row = _trashed(request, body)
+        hashes = _hashes_of(request, [row["id"]]) if kind == "dataset" else []
+        if kind == "dataset":
+            deleted = db.purge_datasets(owner_id=row["owner_id"], ids=[row["id"]])
+        elif kind == "project":
+            project_ids, model_ids, export_ids = db.purge_projects(
+                owner_id=row["owner_id"], ids=[row["id"]]
+            )
+            _remove_project_blobs(request, project_ids, model_ids, export_ids)
+            deleted, cascaded = len(project_ids), len(model_ids)
+        else:
+            model_ids, export_ids = db.purge_models(
+                owner_id=row["owner_id"], ids=[row["id"]]
+            )
+            _remove_blobs(request, model_ids, export_ids)
+            deleted = len(model_ids)
     await run_in_threadpool(_free, request, hashes)
-    logger.info("%d dataset(s) deleted for good from the trash", deleted)
-    return reply({"success": True, "deletedCount": deleted})
+    logger.info("%d item(s) deleted for good from the trash", deleted)
+    out = {"success": True, "deletedCount": deleted}
+    if cascaded is not None:
+        out["cascadedModels"] = cascaded
+    return reply(out)
 
 
 routes = [

@@ -7,6 +7,7 @@ import os
 import re
 from datetime import UTC, datetime
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -14,6 +15,8 @@ from ..archive import is_archive_name
 from ..errors import Conflict, Forbidden, Invalid, NotFound, TooLarge, Unauthorized
 from ..ids import is_id, parse_time
 from ..web import can_edit, can_see, field, json_body, reply, require_user, services
+from .model_ops import attach_checkpoint
+from .models import editable_model
 
 _RANGE = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 ASSET_TYPES = frozenset({"datasets", "models", "images", "videos"})
@@ -73,6 +76,8 @@ async def signed_url(request: Request):
         raise Invalid("model uploads must be .pt files")
     if asset_type == "datasets":
         asset_id = _dataset_target(request, user, asset_id)
+    if asset_type == "models":
+        editable_model(request, asset_id)  # the model the weights are for
     expires = svc.signer.expiry()
     session = svc.db.create_upload(
         user_id=user["id"],
@@ -219,6 +224,10 @@ async def complete(request: Request):
         ).hexdigest()
         if actual != md5.lower():
             raise Invalid("md5 does not match the uploaded bytes")
+    if session["asset_type"] == "models":
+        await run_in_threadpool(
+            attach_checkpoint, request, session, upload_path(request, session["id"])
+        )
     return reply(
         {
             "success": True,

@@ -148,7 +148,8 @@ class AccountsMixin:
     def resource_counts(self, user_id: str) -> dict[str, int]:
         return {
             "projects": self.scalar(
-                "SELECT count(*) FROM projects WHERE owner_id = ?", [user_id]
+                "SELECT count(*) FROM projects WHERE owner_id = ? AND deleted_at IS NULL",
+                [user_id],
             ),
             "datasets": self.scalar(
                 "SELECT count(*) FROM datasets WHERE owner_id = ? AND deleted_at IS NULL",
@@ -156,7 +157,8 @@ class AccountsMixin:
             ),
             "models": self.scalar(
                 "SELECT count(*) FROM models JOIN projects p ON p.id = models.project_id"
-                " WHERE p.owner_id = ?",
+                " WHERE p.owner_id = ? AND p.deleted_at IS NULL"
+                " AND models.deleted_at IS NULL",
                 [user_id],
             ),
         }

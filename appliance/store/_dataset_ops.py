@@ -534,7 +534,8 @@ class DatasetOpsMixin:
 
     def models_trained_on(self, dataset_id: str) -> list[dict[str, Any]]:
         return self.query(
-            f"{_MODEL_SELECT} WHERE m.dataset_id = ? ORDER BY m.created_at DESC",
+            f"{_MODEL_SELECT} WHERE m.dataset_id = ? AND m.deleted_at IS NULL"
+            " AND p.deleted_at IS NULL ORDER BY m.created_at DESC",
             [dataset_id],
         )
 

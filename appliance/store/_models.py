@@ -8,7 +8,8 @@ from ..ids import new_id, now
 
 _MODEL_SELECT = (
     "SELECT m.*, p.slug AS project, p.name AS project_name, p.owner_id AS owner_id,"
-    " p.visibility AS visibility, u.username AS owner"
+    " p.visibility AS visibility, p.deleted_at AS project_deleted_at,"
+    " u.username AS owner"
     " FROM models m JOIN projects p ON p.id = m.project_id JOIN users u ON u.id = p.owner_id"
 )
 
@@ -29,6 +30,11 @@ class ModelsMixin:
             " WHERE p.id = ?",
             [project_id],
         )
+
+    def update_project(self, project_id: str, **fields: Any) -> None:
+        fields["updated_at"] = now()
+        with self.atomic() as db:
+            db["projects"].update(project_id, fields)
 
     def project_by_slug(self, owner_id: str, slug: str) -> dict[str, Any] | None:
         row = self.query_one(
@@ -60,10 +66,14 @@ class ModelsMixin:
         )
 
     def models_of_project(
-        self, project_id: str, limit: int = 100
+        self, project_id: str, limit: int = 100, *, trashed: bool = False
     ) -> list[dict[str, Any]]:
+        """A project's models, newest first; those in the trash only with
+        `trashed`."""
+        hide = "" if trashed else " AND m.deleted_at IS NULL"
         return self.query(
-            f"{_MODEL_SELECT} WHERE m.project_id = ? ORDER BY m.created_at DESC LIMIT ?",
+            f"{_MODEL_SELECT} WHERE m.project_id = ?{hide}"
+            " ORDER BY m.created_at DESC LIMIT ?",
             [project_id, limit],
         )
 

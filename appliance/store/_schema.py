@@ -321,6 +321,17 @@ _INGEST_FIXES = [
     END""",
 ]
 
+_PROJECTS_MODELS = [
+    "ALTER TABLE projects ADD COLUMN deleted_at TEXT",
+    "ALTER TABLE projects ADD COLUMN cloned_from TEXT",
+    "ALTER TABLE projects ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE models ADD COLUMN deleted_at TEXT",
+    "ALTER TABLE models ADD COLUMN cloned_from TEXT",
+    "ALTER TABLE models ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE models ADD COLUMN download_count INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX models_project ON models (project_id, created_at)",
+]
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial", _INITIAL),
     ("accounts, teams, sessions", _ACCOUNTS),
@@ -354,4 +365,5 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
     ("ingest fixes: an empty classify label is no label", _INGEST_FIXES),
+    ("projects and models: trash, clones, details, downloads", _PROJECTS_MODELS),
 ]

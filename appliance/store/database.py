@@ -18,6 +18,7 @@ from ._dataset_ops import DatasetOpsMixin
 from ._datasets import DatasetsMixin
 from ._embeddings import EmbeddingsMixin
 from ._jobs import JobsMixin
+from ._model_ops import ModelOpsMixin
 from ._models import ModelsMixin
 from ._schema import JSON_COLUMNS, MIGRATIONS
 from ._versions import VersionsMixin
@@ -33,6 +34,7 @@ class Database(
     JobsMixin,
     VersionsMixin,
     EmbeddingsMixin,
+    ModelOpsMixin,
 ):
     """Metadata for one appliance. Safe to share between threads: each thread gets
     its own connection, and writes are serialised by one lock."""

@@ -1,0 +1,419 @@
+"""Reading an uploaded ultralytics `.pt` checkpoint without running its code.
+
+A `.pt` file is a zip (torch's format since 1.6) holding `data.pkl`, a pickle
+of the checkpoint dict, and one file per tensor storage. Unpickling runs any
+callable the pickle names, so `torch.load(weights_only=False)` on an upload
+would let its author run code here. We do not call `torch.load` at all: a
+`pickle.Unpickler` subclass reads `data.pkl` and its `find_class` resolves a
+short allow-list, and nothing else:
+
+* `collections.OrderedDict`, the builtin containers `set`/`frozenset` and
+  `torch.Size` (read as a tuple);
+* torch's tensor and parameter rebuild functions and storage types, which are
+  replaced by our own functions that return a `TensorInfo` (the shape only:
+  no storage is read, no torch code runs);
+* names from `ultralytics.*` and `torch.nn.modules.*` (and
+  `types.SimpleNamespace`), which are replaced by inert placeholder classes
+  (`Stub`): the real classes and functions are never imported nor called, and
+  a placeholder only stores what the pickle hands it; `pathlib` paths are
+  read as text;
+* `getattr`, replaced by a function that accepts only a placeholder and a
+  public method name and returns a `MethodRef` (fused layers pickle
+  `forward = getattr(layer, "forward_fuse")`); nothing is looked up.
+
+Any other global (`os.system`, `builtins.eval`, `subprocess.Popen`, ...) stops
+the read with `UnsafeCheckpoint` before anything is called. We chose this over
+`torch.load(weights_only=True)` with safe globals because that loader would
+still have to import and construct the ultralytics module classes to rebuild
+the model, while this reader never imports ultralytics nor torch and reads a
+5 MB checkpoint in milliseconds. The tensors' shapes are enough to check the
+class names against the detection (or classification) head.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: The largest `data.pkl` read (the object graph, not the tensor data).
+MAX_PICKLE_BYTES = 64 * 1024 * 1024
+TASKS = ("detect", "segment", "pose", "obb", "classify")
+_MODEL_TASKS = {
+    "DetectionModel": "detect",
+    "SegmentationModel": "segment",
+    "PoseModel": "pose",
+    "OBBModel": "obb",
+    "ClassificationModel": "classify",
+}
+_PLACEHOLDER_MODULES = ("ultralytics.", "torch.nn.modules.")
+
+
+class BadCheckpoint(ValueError):
+    """The file is not a checkpoint this appliance can use."""
+
+
+class UnsafeCheckpoint(BadCheckpoint):
+    """The pickle names a global outside the allow-list."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as the pickle describes it: its shape only."""
+
+    shape: tuple[int, ...]
+
+
+class Stub:
+    """An inert stand-in for a module class named by the pickle. It keeps the
+    arguments and state it is given and has no behaviour of its own."""
+
+    qualname = "Stub"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_args"] = args
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, *rest: Any) -> TensorInfo:
+    if not isinstance(size, tuple | list) or not all(isinstance(n, int) for n in size):
+        raise BadCheckpoint("a tensor in the checkpoint has no valid shape")
+    return TensorInfo(tuple(size))
+
+
+def _rebuild_parameter(data: Any, *rest: Any) -> Any:
+    return data
+
+
+@dataclass(frozen=True)
+class MethodRef:
+    """A module's bound method named by the pickle (a fused layer keeps
+    `forward = getattr(layer, "forward_fuse")`): the name only."""
+
+    owner: str
+    name: str
+
+
+def _method_reference(owner: Any, name: Any) -> MethodRef:
+    """`getattr` as a pickle may use it: only a public method name of a
+    placeholder, answered with a reference; nothing is looked up."""
+    if not isinstance(owner, Stub) or not isinstance(name, str):
+        raise UnsafeCheckpoint(
+            "the checkpoint's pickle calls getattr on something other than a"
+            " model layer, which is not allowed; nothing in it was run"
+        )
+    if not name.isidentifier() or name.startswith("_"):
+        raise UnsafeCheckpoint(
+            f"the checkpoint's pickle asks for attribute {name[:40]!r}, which is"
+            " not allowed; nothing in it was run"
+        )
+    return MethodRef(type(owner).qualname, name)
+
+
+def _set(items: Any = ()) -> set:
+    return set(items)
+
+
+def _path_text(*parts: Any) -> str:
+    """A path the uploader's machine pickled, as text."""
+    text = "/".join(part for part in parts if isinstance(part, str))
+    return text[1:] if text.startswith("//") else text
+
+
+def _tuple(items: Any = ()) -> tuple:
+    return tuple(items)
+
+
+def _frozenset(items: Any = ()) -> frozenset:
+    return frozenset(items)
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): dict,
+    ("builtins", "set"): _set,
+    ("__builtin__", "set"): _set,
+    ("builtins", "frozenset"): _frozenset,
+    ("__builtin__", "frozenset"): _frozenset,
+    ("torch", "Size"): _tuple,
+    ("types", "SimpleNamespace"): None,  # a placeholder, set in find_class
+    ("pathlib", "PosixPath"): _path_text,
+    ("pathlib", "WindowsPath"): _path_text,
+    ("builtins", "getattr"): _method_reference,
+    ("__builtin__", "getattr"): _method_reference,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+}
+_DTYPES = frozenset(
+    {"float16", "float32", "float64", "bfloat16", "int64", "int32", "uint8", "bool"}
+)
+
+
+class _Unpickler(pickle.Unpickler):
+    """Everything `find_class` hands out is made for this one read (a fresh
+    function or placeholder class), so a pickle that sets attributes on what
+    it gets (BUILD) changes nothing that outlives the read."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self._stubs: dict[str, type[Stub]] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _ALLOWED.get((module, name), False)
+        if allowed:
+            return lambda *args: allowed(*args)
+        if module == "torch" and (name.endswith("Storage") or name in _DTYPES):
+            return name  # only ever an argument: a storage type or dtype by name
+        placeholder = allowed is None or module.startswith(_PLACEHOLDER_MODULES)
+        if placeholder and name.isidentifier():
+            qualname = f"{module}.{name}"
+            if qualname not in self._stubs:
+                self._stubs[qualname] = type(name, (Stub,), {"qualname": qualname})
+            return self._stubs[qualname]
+        raise UnsafeCheckpoint(
+            f"the checkpoint's pickle calls {module}.{name}, which is not allowed;"
+            " nothing in it was run"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and pid and pid[0] == "storage":
+            return ("storage", str(pid[2]) if len(pid) > 2 else "")
+        raise BadCheckpoint("the checkpoint refers to storage in an unknown form")
+
+
+@dataclass
+class Checkpoint:
+    """What the appliance takes from a checkpoint."""
+
+    task: str
+    class_names: list[str]
+    head_classes: int
+    train_args: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    epoch: int | None = None
+    best_fitness: float | None = None
+    date: str | None = None
+    version: str | None = None
+    #: Per-epoch metrics from the checkpoint's results table: (epoch, metrics).
+    results: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+
+def read_pickle(path: Path) -> dict[str, Any]:
+    """The checkpoint dict, with module objects as `Stub`s and tensors as
+    `TensorInfo`s."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise BadCheckpoint(
+            "not a PyTorch zip checkpoint (save it with torch 1.6 or newer)"
+        ) from None
+    with archive:
+        names = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+        if len(names) != 1 or names[0].count("/") != 1:
+            raise BadCheckpoint("the zip holds no torch checkpoint (data.pkl)")
+        info = archive.getinfo(names[0])
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise BadCheckpoint("the checkpoint's object graph is too large")
+        data = archive.read(info)
+    try:
+        loaded = _Unpickler(io.BytesIO(data)).load()
+    except BadCheckpoint:
+        raise
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
+        raise BadCheckpoint(f"the checkpoint's pickle is damaged ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise BadCheckpoint("the checkpoint is not a dict of model and metadata")
+    return loaded
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read and check an ultralytics checkpoint; BadCheckpoint says why not."""
+    ckpt = read_pickle(path)
+    model = ckpt.get("model") or ckpt.get("ema")
+    if not isinstance(model, Stub):
+        raise BadCheckpoint("the checkpoint holds no ultralytics model")
+    train_args = (
+        ckpt.get("train_args") if isinstance(ckpt.get("train_args"), dict) else {}
+    )
+    task = _task(model, train_args)
+    names = _class_names(model)
+    head = _head_classes(model)
+    if len(names) != head:
+        raise BadCheckpoint(
+            f"the checkpoint names {len(names)} classes but its {task} head"
+            f" predicts {head}: class names and weights disagree"
+        )
+    return Checkpoint(
+        task=task,
+        class_names=names,
+        head_classes=head,
+        train_args=_plain(train_args),
+        metrics=_numbers(ckpt.get("train_metrics")),
+        epoch=_int(ckpt.get("epoch")),
+        best_fitness=_float(ckpt.get("best_fitness")),
+        date=ckpt.get("date") if isinstance(ckpt.get("date"), str) else None,
+        version=ckpt.get("version") if isinstance(ckpt.get("version"), str) else None,
+        results=_results(ckpt.get("train_results")),
+    )
+
+
+def _results(table: Any) -> list[tuple[int, dict[str, float]]]:
+    """ultralytics' results table (column name to one value per epoch) as
+    rows; an epoch column counts from 1 there, from 0 here."""
+    if not isinstance(table, dict) or not isinstance(table.get("epoch"), list):
+        return []
+    epochs = table["epoch"][:10_000]
+    rows = []
+    for i, epoch in enumerate(epochs):
+        if not isinstance(epoch, int | float) or isinstance(epoch, bool):
+            return []
+        values = {
+            name: column[i]
+            for name, column in table.items()
+            if name != "epoch" and isinstance(column, list) and i < len(column)
+        }
+        rows.append((max(int(epoch) - 1, 0), _numbers(values)))
+    return rows
+
+
+def _task(model: Stub, train_args: dict) -> str:
+    from_class = _MODEL_TASKS.get(type(model).__name__)
+    task = from_class or train_args.get("task")
+    if task not in TASKS:
+        raise BadCheckpoint("the checkpoint's task is unknown")
+    if from_class and train_args.get("task") not in (None, from_class):
+        raise BadCheckpoint(
+            f"the checkpoint's train_args say task {train_args['task']!r}"
+            f" but its model is a {from_class} model"
+        )
+    return task
+
+
+def _class_names(model: Stub) -> list[str]:
+    names = model.__dict__.get("names")
+    if isinstance(names, dict):
+        keys = sorted(k for k in names if isinstance(k, int))
+        if keys != list(range(len(names))):
+            raise BadCheckpoint("the checkpoint's class names are not numbered 0..n-1")
+        names = [names[k] for k in keys]
+    if not isinstance(names, list) or not names:
+        raise BadCheckpoint("the checkpoint has no class names")
+    if not all(isinstance(n, str) and n.strip() and len(n) <= 100 for n in names):
+        raise BadCheckpoint(
+            "the checkpoint's class names must be short, non-empty text"
+        )
+    return names
+
+
+def _children(module: Any) -> list[Any]:
+    modules = module.__dict__.get("_modules") if isinstance(module, Stub) else None
+    return list(modules.values()) if isinstance(modules, dict) else []
+
+
+def _weight_rows(module: Any) -> int | None:
+    params = module.__dict__.get("_parameters") if isinstance(module, Stub) else None
+    weight = params.get("weight") if isinstance(params, dict) else None
+    if isinstance(weight, TensorInfo) and weight.shape:
+        return weight.shape[0]
+    return None
+
+
+def _head_classes(model: Stub) -> int:
+    """The number of classes the last layer predicts, from its tensor shapes:
+    the last convolution of each class branch (`cv3`) of a detection head, or
+    the linear layer of a classification head."""
+    layers = _children(model)
+    sequence = _children(layers[0]) if layers else []
+    if not sequence:
+        raise BadCheckpoint("the checkpoint's model has no layers")
+    head = sequence[-1]
+    counts = set()
+    for branch_name in ("cv3", "one2one_cv3"):
+        branch = head.__dict__.get("_modules", {}).get(branch_name)
+        for scale in _children(branch):
+            last = _children(scale)[-1] if _children(scale) else scale
+            rows = _weight_rows(last)
+            if rows is not None:
+                counts.add(rows)
+    linear = head.__dict__.get("_modules", {}).get("linear")
+    if not counts and linear is not None and _weight_rows(linear) is not None:
+        counts.add(_weight_rows(linear))
+    if len(counts) != 1:
+        raise BadCheckpoint("the checkpoint's head has no consistent class layer")
+    return counts.pop()
+
+
+#: The most values copied out of a checkpoint's train arguments: a pickle can
+#: share one list many times over, which a naive walk would expand without end.
+MAX_VALUES = 10_000
+
+
+def _plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
+    """JSON-safe copy of plain data; anything else (stubs, tensors) is dropped."""
+    budget = [MAX_VALUES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise BadCheckpoint("the checkpoint's train arguments are too large")
+    if depth > 5:
+        return _DROP
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            item = _plain(v, depth + 1, budget)
+            if isinstance(k, str) and item is not _DROP:
+                out[k] = item
+        return out
+    if isinstance(value, list | tuple):
+        items = (_plain(x, depth + 1, budget) for x in value)
+        return [v for v in items if v is not _DROP]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else _DROP
+    return _DROP
+
+
+_DROP = object()
+
+
+def _numbers(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        return {}
+    return {
+        k: float(v)
+        for k, v in value.items()
+        if isinstance(k, str)
+        and isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and v == v
+        and abs(v) != float("inf")
+    }
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value == value
+    ):
+        return float(value)
+    return None
