@@ -37,6 +37,7 @@ from .routes import (
     integrations,
     jobs,
     models,
+    official,
     projects,
     teams,
     training,
@@ -44,6 +45,7 @@ from .routes import (
     upload,
     users,
     versions,
+    webhooks,
 )
 from .settings import Settings
 from .signing import Signer, load_secret
@@ -164,7 +166,9 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             datasets.routes,
             trash.routes,
             projects.routes,
+            official.routes,
             models.routes,
+            webhooks.routes,
             exports.routes,
             training.routes,
             jobs.routes,
