@@ -211,9 +211,7 @@ def _weights(args: argparse.Namespace) -> int:
         return 0
     apply_offline_environment(settings.home)  # reading a checkpoint imports ultralytics
     try:
-        entry, changed = registry.add(
-            Path(args.file), args.name, replace=args.replace
-        )
+        entry, changed = registry.add(Path(args.file), args.name, replace=args.replace)
     except Invalid as exc:
         sys.stderr.write(f"appliance: {exc.message}\n")
         return 1

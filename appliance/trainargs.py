@@ -14,7 +14,9 @@ from .errors import Invalid
 
 _SCALED = re.compile(r"^(?P<base>.*?\d+)(?P<scale>[nslmx])(?P<rest>(-\w+)*)$")
 #: An official weight by its Platform name, such as ul://ultralytics/yolo26/yolo26n.
-_OFFICIAL = re.compile(r"^ul://ultralytics/[a-z0-9-]{1,128}/(?P<stem>[a-z0-9-]{1,128})$")
+_OFFICIAL = re.compile(
+    r"^ul://ultralytics/[a-z0-9-]{1,128}/(?P<stem>[a-z0-9-]{1,128})$"
+)
 _DEVICE = re.compile(r"^(auto|cpu|mps|\d+(,\d+)*)$")
 #: Arguments of ultralytics' config that make no sense for a training request.
 _NOT_FOR_TRAINING = frozenset(

@@ -80,7 +80,9 @@ def _allowed_global(name: str) -> Any:
     try:
         value = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError):
-        raise CheckpointError(f"the checkpoint needs {name}, which is unknown") from None
+        raise CheckpointError(
+            f"the checkpoint needs {name}, which is unknown"
+        ) from None
     if not isinstance(value, type):
         raise CheckpointError(f"the checkpoint calls {name}, which is not a class")
     return value

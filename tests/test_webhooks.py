@@ -91,9 +91,7 @@ def test_a_run_makes_its_project_and_model_and_never_reuses_a_trained_one(world)
     again = _started(client, auth).json()
     assert again["modelSlug"] == "my-run-2" and again["modelId"] != reply["modelId"]
 
-    client.post(
-        "/api/models", json={"project": "proj", "model": "fresh"}, headers=auth
-    )
+    client.post("/api/models", json={"project": "proj", "model": "fresh"}, headers=auth)
     taken = _started(client, auth, name="fresh").json()
     assert taken["modelSlug"] == "fresh"  # a model nothing trained yet is used
 
@@ -106,7 +104,11 @@ def test_epochs_console_checkpoint_and_completion(world, tmp_path):
         assert got.status_code == 200 and got.json()["received"] is True
     final = {"epoch": 2, "metrics": {"metrics/mAP50-95(B)": 0.2}, "fitness": 0.2}
     assert _event(client, auth, model_id, "epoch_end", final).status_code == 200
-    for chunk, text in ((12, "[t] line two"), (11, "[t] line one"), (12, "[t] line two")):
+    for chunk, text in (
+        (12, "[t] line two"),
+        (11, "[t] line one"),
+        (12, "[t] line two"),
+    ):
         data = {"chunkId": chunk, "content": text, "lineCount": 1, "progress": {}}
         assert _event(client, auth, model_id, "console_output", data).status_code == 200
 
@@ -119,8 +121,15 @@ def test_epochs_console_checkpoint_and_completion(world, tmp_path):
     assert set(ticket) == {"uploadUrl", "gcsPath", "uploadPath", "modelId"}
     put = client.put(ticket["uploadUrl"], content=checkpoint.read_bytes())
     assert put.status_code == 200
-    saved = {"modelPath": ticket["gcsPath"], "runId": 1, "uploadPath": ticket["uploadPath"]}
-    assert "warning" not in _event(client, auth, model_id, "checkpoint_saved", saved).json()
+    saved = {
+        "modelPath": ticket["gcsPath"],
+        "runId": 1,
+        "uploadPath": ticket["uploadPath"],
+    }
+    assert (
+        "warning"
+        not in _event(client, auth, model_id, "checkpoint_saved", saved).json()
+    )
     results = {
         "results": {
             "metrics": {"metrics/mAP50-95(B)": 0.2, "fitness": 0.2},
@@ -143,16 +152,41 @@ def test_epochs_console_checkpoint_and_completion(world, tmp_path):
     assert model["bestEpoch"] == 1
     files = client.get("/api/models/alice/proj/my-run/files", headers=auth).json()
     assert problems("GET", f"{MODEL}/files", 200, files) == []
-    assert client.get(files["files"][0]["downloadUrl"]).content == checkpoint.read_bytes()
-    job = client.get("/api/models/alice/proj/my-run/training", headers=auth).json()["job"]
+    assert (
+        client.get(files["files"][0]["downloadUrl"]).content == checkpoint.read_bytes()
+    )
+    job = client.get("/api/models/alice/proj/my-run/training", headers=auth).json()[
+        "job"
+    ]
     assert job["status"] == "completed" and job["progress"]["currentEpoch"] == 2
     log = app.state.services.settings.runs / job["id"] / "train.log"
     assert log.read_text().splitlines() == ["[t] line two", "[t] line one"]
 
-    late = _event(client, auth, model_id, "epoch_end", _epoch(0, loss=9.0)).json()
-    assert late["ignored"] == "stale_instance"
+    session = ticket["gcsPath"].split("/")[3]
+    assert not app.state.services.blobs.path("uploads", session).exists()
+
+
+def test_events_that_land_after_the_end(world):
+    """epoch_end and console_output come from the client's thread pool: the last
+    epoch may arrive after training_complete. It is kept; a repeat is not."""
+    client, auth, _ = world
+    model_id = _started(client, auth).json()["modelId"]
+    _event(client, auth, model_id, "epoch_end", _epoch(0))
+    _event(client, auth, model_id, "training_complete", {"results": {}})
+    late = _event(client, auth, model_id, "epoch_end", _epoch(1)).json()
+    assert late["received"] is True and "ignored" not in late
+    again = _event(client, auth, model_id, "epoch_end", _epoch(0, loss=9.0))
+    assert again.status_code == 200
     model = client.get("/api/models/alice/proj/my-run", headers=auth).json()["model"]
+    assert [e["epoch"] for e in model["trainResults"]] == [0, 1]
     assert model["trainResults"][0]["metrics"]["train/box_loss"] == 1.0
+    assert model["status"] == "completed"
+    twice = _event(client, auth, model_id, "training_complete", {"results": {}})
+    assert twice.json()["ignored"] == "stale_instance"
+    failed = _event(client, auth, model_id, "training_failed", {"error": "x"})
+    assert failed.json()["ignored"] == "stale_instance"
+    model = client.get("/api/models/alice/proj/my-run", headers=auth).json()["model"]
+    assert model["status"] == "completed"
 
 
 def test_a_pickle_that_runs_code_never_becomes_the_weights(world, tmp_path):
@@ -175,7 +209,9 @@ def test_a_pickle_that_runs_code_never_becomes_the_weights(world, tmp_path):
 def test_a_cancel_is_answered_on_the_next_event_and_ends_the_run_cancelled(world):
     client, auth, _ = world
     model_id = _started(client, auth, epochs=50).json()["modelId"]
-    assert "cancelled" not in _event(client, auth, model_id, "epoch_end", _epoch(0)).json()
+    assert (
+        "cancelled" not in _event(client, auth, model_id, "epoch_end", _epoch(0)).json()
+    )
     cancel = client.delete("/api/models/alice/proj/my-run/training", headers=auth)
     assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
     reply = _event(client, auth, model_id, "epoch_end", _epoch(1)).json()
@@ -249,10 +285,14 @@ def test_a_stranger_cannot_stream_into_someone_elses_model(world):
     client, auth, app = world
     model_id = _started(client, auth).json()["modelId"]
     db = app.state.services.db
-    stranger = {"Authorization": f"Bearer {create_key(db, db.create_user('eve')['id'])}"}
+    stranger = {
+        "Authorization": f"Bearer {create_key(db, db.create_user('eve')['id'])}"
+    }
     assert _event(client, stranger, model_id, "epoch_end", _epoch(0)).status_code == 404
     assert _started(client, stranger, project="alice/proj").status_code == 404
-    ticket = client.post(UPLOAD, json={"filename": "b.pt", "modelId": model_id}, headers=stranger)
+    ticket = client.post(
+        UPLOAD, json={"filename": "b.pt", "modelId": model_id}, headers=stranger
+    )
     assert ticket.status_code == 404
 
 

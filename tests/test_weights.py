@@ -131,7 +131,9 @@ def test_ul_official_uri_resolves_to_the_imported_file(home, official):
     app, key = make_app(home, run_queue=False)
     auth = {"Authorization": f"Bearer {key}"}
     with TestClient(app) as client:
-        missing = client.get("/api/models/ultralytics/yolo26/yolo26n/files", headers=auth)
+        missing = client.get(
+            "/api/models/ultralytics/yolo26/yolo26n/files", headers=auth
+        )
         assert missing.status_code == 404
         assert "appliance weights import yolo26n.pt" in missing.json()["error"]
         assert _import(home, str(official)) == 0
@@ -174,10 +176,9 @@ def test_training_finds_an_imported_weight_and_warns_without_one(home, official)
 def test_a_missing_official_weight_is_a_warning_in_the_job_log(home):
     """A real training job (one epoch, imgsz 32) asked for yolo26n.pt on an
     appliance that has none: it trains from the YAML and says so in its log."""
+    from conftest import base_files, write_zip
     from test_api import upload, wait_dataset
     from ultralytics_platform import Platform
-
-    from conftest import base_files, write_zip
 
     app, key = make_app(home)
     with TestClient(app) as client:

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from ..errors import NotFound
-from ..weights import OFFICIAL_OWNER, Registry
 from ..web import current_user, reply, services
+from ..weights import OFFICIAL_OWNER, Registry
 from . import models
 
 

@@ -47,6 +47,8 @@ EVENTS = frozenset(
 #: Past this much text a console chunk is cut (ultralytics sends at most 5 lines).
 MAX_CHUNK_CHARS = 64 * 1024
 _ENDED = ("completed", "failed", "cancelled")
+#: Sent from the client's thread pool, so they may land after training_complete.
+_LATE = frozenset({"epoch_end", "console_output", "checkpoint_saved"})
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.pt$")
 
 _log_lock = threading.Lock()
@@ -98,9 +100,7 @@ def _model_for_run(request: Request, project: dict, name: str) -> dict:
         slug = base if n == 1 else f"{base[:120]}-{n}"
         row = db.model_by_slug(project["id"], slug)
         if row is None:
-            return db.create_model(
-                project_id=project["id"], slug=slug, name=slug[:100]
-            )
+            return db.create_model(project_id=project["id"], slug=slug, name=slug[:100])
         if _fresh(db, row):
             return row
     raise Conflict(f"too many runs named {base} in this project")
@@ -167,9 +167,7 @@ def _number(value: Any) -> float | None:
 
 def _reply(event: str, model: dict, job: dict | None, **extra: Any) -> dict:
     out: dict[str, Any] = {"received": True, "event": event, "modelId": model["id"]}
-    if job is not None and (
-        job["cancel_requested"] or job["status"] == "cancelled"
-    ):
+    if job is not None and (job["cancel_requested"] or job["status"] == "cancelled"):
         out["cancelled"] = True
     return {**out, **extra}
 
@@ -262,11 +260,18 @@ def _epoch_end(request: Request, model: dict, job: dict, data: dict) -> None:
     total = field(job["args"].get("trainArgs", {}), "epochs", int, default=0)
     metrics = _numbers(data.get("metrics"))
     if total and epoch >= total:
-        # ultralytics' extra epoch_end: the final validation of best.pt
-        db.update_model(model["id"], metrics=metrics)
+        # ultralytics' extra epoch_end: the final validation of best.pt, which
+        # training_complete repeats (and then has the last word)
+        if job["status"] not in _ENDED:
+            db.update_model(model["id"], metrics=metrics)
         return
     if epoch < 0:
         raise Invalid("data.epoch must be 0 or more")
+    if job["status"] in _ENDED:
+        # Late, after training_complete: keep an epoch that is missing, no more.
+        if all(e["epoch"] != epoch for e in db.epochs(model["id"])):
+            db.record_epoch(model["id"], epoch, metrics, _number(data.get("fitness")))
+        return
     db.record_epoch(model["id"], epoch, metrics, _number(data.get("fitness")))
     changes: dict[str, Any] = {}
     if _number(data.get("best_fitness")) is not None:
@@ -336,11 +341,13 @@ def _adopt_weights(request: Request, model: dict, reference: Any) -> str | None:
     except weights.CheckpointError as exc:
         logger.warning("model %s: refused a checkpoint: %s", model["id"], exc.message)
         svc.db.update_upload(session["id"], status="rejected")
+        svc.blobs.remove_tree("uploads", session["id"])
         return exc.message
     target = svc.blobs.path("models", model["id"], "best.pt")
     svc.blobs.put_file(target, source)
     svc.db.update_model(model["id"], weights_size=target.stat().st_size)
     svc.db.update_upload(session["id"], status="adopted")
+    svc.blobs.remove_tree("uploads", session["id"])  # a long run uploads every 15 min
     return None
 
 
@@ -401,7 +408,7 @@ def _handle(request: Request, user: dict, body: dict) -> dict:
         db.update_job(job["id"], status="running", error=None)
         db.update_model(model["id"], status="running", training_error=None)
         job = db.job(job["id"])
-    if job["status"] in _ENDED:
+    if job["status"] in _ENDED and event not in _LATE:
         return _reply(event, model, job, ignored="stale_instance")
     extra: dict[str, Any] = {}
     if event == "epoch_end":
