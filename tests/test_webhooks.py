@@ -111,6 +111,11 @@ def test_epochs_console_checkpoint_and_completion(world, tmp_path):
     ):
         data = {"chunkId": chunk, "content": text, "lineCount": 1, "progress": {}}
         assert _event(client, auth, model_id, "console_output", data).status_code == 200
+    bar = {"7": "\x1b[34m1/2\x1b[0m  box 1.2: 100%|##########| 3/3"}
+    data = {"chunkId": 13, "content": "", "lineCount": 0, "progress": bar}
+    assert _event(client, auth, model_id, "console_output", data).status_code == 200
+    job = app.state.services.db.latest_job(model_id, "train")
+    assert job["message"] == "1/2  box 1.2: 100%|##########| 3/3"
 
     checkpoint = _checkpoint(tmp_path / "best.pt")
     ticket = client.post(

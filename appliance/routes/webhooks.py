@@ -48,6 +48,7 @@ EVENTS = frozenset(
 MAX_CHUNK_CHARS = 64 * 1024
 _ENDED = ("completed", "failed", "cancelled")
 #: Sent from the client's thread pool, so they may land after training_complete.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _LATE = frozenset({"epoch_end", "console_output", "checkpoint_saved"})
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.pt$")
 
@@ -308,11 +309,19 @@ def _console(request: Request, job: dict, data: dict) -> None:
             if chunk in seen:
                 return
             seen.add(chunk)
-        path = _console_path(request, job["id"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(content if content.endswith("\n") else content + "\n")
-    services(request).db.update_job(job["id"], heartbeat_at=now())
+        if content.strip():
+            path = _console_path(request, job["id"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(content if content.endswith("\n") else content + "\n")
+    changes: dict[str, Any] = {"heartbeat_at": now()}
+    bars = data.get("progress")
+    if isinstance(bars, dict) and bars and job["status"] not in _ENDED:
+        # the live progress bar, as the job's one-line status
+        latest = _ANSI.sub("", str(list(bars.values())[-1])).strip()
+        if latest:
+            changes["message"] = latest[-300:]
+    services(request).db.update_job(job["id"], **changes)
 
 
 def _adopt_weights(request: Request, model: dict, reference: Any) -> str | None:
