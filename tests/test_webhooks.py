@@ -254,6 +254,7 @@ def test_resume_continues_the_same_model(world):
     assert resumed["modelId"] == first["modelId"] and resumed["runId"] == 2
     model = client.get("/api/models/alice/proj/my-run", headers=auth).json()["model"]
     assert [e["epoch"] for e in model["trainResults"]] == [0]
+    assert model["trainArgs"]["epochs"] == 2 and model["environment"]["hostname"]
     gone = client.post(
         METRICS,
         json={"modelId": "A" * 20, "event": "training_started", "data": {}},

@@ -12,7 +12,9 @@ appliance is answered `cancelled: true`, and the client stops after the epoch.
 from __future__ import annotations
 
 import logging
+import math
 import re
+import sqlite3
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -47,8 +49,8 @@ EVENTS = frozenset(
 #: Past this much text a console chunk is cut (ultralytics sends at most 5 lines).
 MAX_CHUNK_CHARS = 64 * 1024
 _ENDED = ("completed", "failed", "cancelled")
-#: Sent from the client's thread pool, so they may land after training_complete.
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: Sent from the client's thread pool, so they may land after training_complete.
 _LATE = frozenset({"epoch_end", "console_output", "checkpoint_saved"})
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}\.pt$")
 
@@ -76,9 +78,12 @@ def _project_for(request: Request, project: str) -> dict:
     db = services(request).db
     row = db.project_by_slug(owner["id"], slug)
     if row is None:
-        row = db.create_project(
-            owner_id=owner["id"], slug=slug, name=slug, visibility="private"
-        )
+        try:
+            row = db.create_project(
+                owner_id=owner["id"], slug=slug, name=slug, visibility="private"
+            )
+        except sqlite3.IntegrityError:  # another run made it just now
+            return db.project_by_slug(owner["id"], slug)
         logger.info("project %s/%s made for a streamed run", owner["username"], slug)
     return row
 
@@ -101,7 +106,12 @@ def _model_for_run(request: Request, project: dict, name: str) -> dict:
         slug = base if n == 1 else f"{base[:120]}-{n}"
         row = db.model_by_slug(project["id"], slug)
         if row is None:
-            return db.create_model(project_id=project["id"], slug=slug, name=slug[:100])
+            try:
+                return db.create_model(
+                    project_id=project["id"], slug=slug, name=slug[:100]
+                )
+            except sqlite3.IntegrityError:  # another run took this name just now
+                continue
         if _fresh(db, row):
             return row
     raise Conflict(f"too many runs named {base} in this project")
@@ -133,9 +143,10 @@ def _typed(value: Any) -> Any:
         return special[value]
     for kind in (int, float):
         try:
-            return kind(value)
+            number = kind(value)
         except ValueError:
             continue
+        return number if math.isfinite(number) else value
     return value
 
 
@@ -190,8 +201,9 @@ def _started(request: Request, user: dict, body: dict, data: dict) -> dict:
             "interrupted",
             error={"message": "a new run took over", "code": "interrupted"},
         )
-    raw_args = field(data, "trainArgs", dict, default={})
-    train_args = _train_args(raw_args)
+    train_args = _train_args(field(data, "trainArgs", dict, default={}))
+    if not train_args and model["train_args"]:  # a resume that sent none
+        train_args = dict(model["train_args"])
     if "epochs" in data and isinstance(data["epochs"], int):
         train_args["epochs"] = data["epochs"]
     run = 1 + db.scalar(
@@ -212,7 +224,7 @@ def _started(request: Request, user: dict, body: dict, data: dict) -> dict:
         "completed_at": None,
         "training_error": None,
         "train_args": train_args,
-        "environment": field(data, "environment", dict),
+        "environment": field(data, "environment", dict) or model["environment"],
         "task": task if task in TASKS else model["task"],
     }
     dataset = _dataset_of(request, train_args.get("data"))
