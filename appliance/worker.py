@@ -61,13 +61,12 @@ def _resolve_model(spec: dict, events: Events) -> str:
             if path.is_file():
                 return str(path)
         fallback = Path(model).stem + ".yaml"
-        logger.warning(
-            "%s is not on this appliance; training %s from scratch", model, fallback
+        message = (
+            f"{model} is not on this appliance; training {fallback} from scratch "
+            f"(to start from the weights, run: appliance weights import {model})"
         )
-        events.send(
-            "warning",
-            message=f"{model} is not on this appliance; training {fallback} from scratch",
-        )
+        logger.warning("%s", message)  # into the job's log, train.log
+        events.send("warning", message=message)
         return fallback
     return model
 

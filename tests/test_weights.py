@@ -18,6 +18,10 @@ from appliance.weights import Registry, family_of
 from appliance.worker import _resolve_model
 
 FILES = "/api/models/{owner}/{project}/{model}/files"
+FALLBACK = (
+    "yolo26n.pt is not on this appliance; training yolo26n.yaml from scratch "
+    "(to start from the weights, run: appliance weights import yolo26n.pt)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -158,12 +162,7 @@ def test_training_finds_an_imported_weight_and_warns_without_one(home, official)
     spec = {"home": str(home), "model": "yolo26n.pt"}
     events = _Events()
     assert _resolve_model(spec, events) == "yolo26n.yaml"
-    assert events.sent == [
-        (
-            "warning",
-            "yolo26n.pt is not on this appliance; training yolo26n.yaml from scratch",
-        )
-    ]
+    assert events.sent == [("warning", FALLBACK)]
     assert _import(home, str(official)) == 0
     for name in ("yolo26n.pt", "ul://ultralytics/yolo26/yolo26n"):
         events = _Events()
@@ -196,11 +195,9 @@ def test_a_missing_official_weight_is_a_warning_in_the_job_log(home):
         job = _finished(sdk)
     assert job["status"] == "completed", job["error"]
     log = (home / "runs" / job["id"] / "train.log").read_text()
-    assert "yolo26n.pt is not on this appliance; training yolo26n.yaml" in log
+    assert FALLBACK in log
     stored = app.state.services.db.job(job["id"])
-    assert stored["result"]["warnings"] == [
-        "yolo26n.pt is not on this appliance; training yolo26n.yaml from scratch"
-    ]
+    assert stored["result"]["warnings"] == [FALLBACK]
 
 
 def _finished(sdk) -> dict:

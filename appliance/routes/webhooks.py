@@ -65,7 +65,7 @@ _seen_chunks: OrderedDict[str, set[int]] = OrderedDict()
 def _split_project(project: str, username: str) -> tuple[str, str]:
     """`owner/proj` as the client slugified it; a bare name is the caller's own."""
     owner, _, slug = project.partition("/") if "/" in project else ("", "", project)
-    owner = owner or username
+    owner = (owner or username).lower()  # usernames are lower case
     if not SLUG_RE.match(slug):
         raise Invalid("project must be owner/project with a slug of [a-z0-9-]")
     return owner, slug
