@@ -37,7 +37,16 @@ OFFICIAL_OWNER = "ultralytics"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}\.pt$")
 _FAMILY = re.compile(r"^(?P<family>[a-z]+[a-z-]*?v?\d+)[nslmxbce]?(-[a-z0-9]+)*$")
 #: Where the classes of a model checkpoint may come from.
-_ALLOWED_MODULES = ("ultralytics.nn.", "torch.nn.modules.")
+_ALLOWED_MODULES = ("ultralytics.nn.", "torch.nn.modules.", "numpy.dtypes.")
+#: Functions that only rebuild numpy values (metrics some checkpoints carry).
+_ALLOWED_FUNCTIONS = frozenset(
+    {
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+    }
+)
 #: The few functions and non-module classes an ultralytics checkpoint pickles.
 _ALLOWED_GLOBALS = frozenset(
     {
@@ -49,6 +58,7 @@ _ALLOWED_GLOBALS = frozenset(
         "torch.nn.parameter.Parameter",
         "torch.Size",
         "numpy.dtype",
+        "numpy.ndarray",
     }
 )
 
@@ -75,7 +85,8 @@ def family_of(stem: str) -> str | None:
 
 def _allowed_global(name: str) -> Any:
     module, _, attr = name.rpartition(".")
-    if name not in _ALLOWED_GLOBALS and not name.startswith(_ALLOWED_MODULES):
+    allowed = name in _ALLOWED_GLOBALS or name in _ALLOWED_FUNCTIONS
+    if not allowed and not name.startswith(_ALLOWED_MODULES):
         raise CheckpointError(f"the checkpoint pickles {name}, which is not allowed")
     try:
         value = getattr(importlib.import_module(module), attr)
@@ -83,7 +94,7 @@ def _allowed_global(name: str) -> Any:
         raise CheckpointError(
             f"the checkpoint needs {name}, which is unknown"
         ) from None
-    if not isinstance(value, type):
+    if not isinstance(value, type) and name not in _ALLOWED_FUNCTIONS:
         raise CheckpointError(f"the checkpoint calls {name}, which is not a class")
     return value
 
@@ -100,15 +111,37 @@ def read_checkpoint(path: Path) -> Checkpoint:
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         classes = [_allowed_global(name) for name in unsafe]
+        if any(name.startswith("numpy.") for name in unsafe):
+            classes += _numpy_dtype_classes()  # what np.dtype(...) builds
         with torch.serialization.safe_globals(classes):
             data = torch.load(str(path), map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except Exception as exc:  # any unreadable checkpoint is the user's input error
         raise CheckpointError(
-            f"{path.name} could not be read as a checkpoint: {exc}"
+            f"{path.name} could not be read as a checkpoint: {_reason(exc)}"
         ) from None
     return _describe(path.name, data)
+
+
+def _numpy_dtype_classes() -> list[type]:
+    import numpy
+
+    return [
+        getattr(numpy.dtypes, name)
+        for name in dir(numpy.dtypes)
+        if name.endswith("DType") and isinstance(getattr(numpy.dtypes, name), type)
+    ]
+
+
+def _reason(exc: Exception) -> str:
+    """torch's refusals run to a page; keep the line that says what was refused."""
+    text = str(exc)
+    _, marker, rest = text.partition("WeightsUnpickler error:")
+    line = (
+        next((p.strip() for p in rest.splitlines() if p.strip()), "") if marker else ""
+    )
+    return (line or text.strip().splitlines()[0] if text.strip() else repr(exc))[:300]
 
 
 def _describe(name: str, data: Any) -> Checkpoint:

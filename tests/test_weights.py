@@ -125,6 +125,21 @@ def test_a_checkpoint_that_would_run_code_is_refused_unrun(home, tmp_path, capsy
     assert Registry(home).entries() == {}
 
 
+def test_numpy_values_and_paths_in_a_checkpoint_are_fine(home, official, tmp_path):
+    import numpy as np
+    import torch
+
+    from appliance.weights import read_checkpoint
+
+    data = torch.load(official, weights_only=False)  # our own file, made above
+    data["train_metrics"] = {"fitness": np.float64(0.5), "curve": np.arange(3.0)}
+    data["train_args"] = {"project": tmp_path, "epochs": 3}
+    torch.save(data, tmp_path / "yolo26s.pt")
+    checkpoint = read_checkpoint(tmp_path / "yolo26s.pt")
+    assert checkpoint.task == "detect" and checkpoint.train_args["epochs"] == 3
+    assert _import(home, str(tmp_path / "yolo26s.pt")) == 0
+
+
 def test_class_names_that_disagree_with_the_head_are_refused(home, tmp_path, capsys):
     bad = _saved(tmp_path / "yolo26n.pt", tmp_path, {0: "a", 1: "b", 2: "c"})
     assert _import(home, str(bad)) == 1
