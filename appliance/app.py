@@ -39,6 +39,7 @@ from .routes import (
     jobs,
     model_ops,
     models,
+    official,
     projects,
     teams,
     training,
@@ -46,6 +47,7 @@ from .routes import (
     upload,
     users,
     versions,
+    webhooks,
 )
 from .settings import Settings
 from .signing import Signer, load_secret
@@ -173,8 +175,10 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             datasets.routes,
             trash.routes,
             projects.routes,
+            official.routes,
             models.routes,
             model_ops.routes,
+            webhooks.routes,
             exports.routes,
             training.routes,
             jobs.routes,

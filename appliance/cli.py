@@ -57,6 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
                 "--key", action="store_true", help="also print an API key"
             )
 
+    weights = sub.add_parser(
+        "weights", help="official weights brought in by hand (air-gapped labs)"
+    )
+    weights_sub = weights.add_subparsers(dest="weights_command", required=True)
+    imported = weights_sub.add_parser(
+        "import", help="register a .pt such as yolo26n.pt for training and ul://"
+    )
+    _add_home(imported)
+    imported.add_argument("file", help="the checkpoint, e.g. /media/usb/yolo26n.pt")
+    imported.add_argument("--name", help="register under this name (default: its own)")
+    imported.add_argument(
+        "--replace", action="store_true", help="swap a weight of the same name"
+    )
+    listed = weights_sub.add_parser("list", help="show the imported weights")
+    _add_home(listed)
+
     demo = sub.add_parser(
         "demo", help="run the whole job on the bundled sample through the REST API"
     )
@@ -98,6 +114,8 @@ def _run(args: argparse.Namespace) -> int:
         return _keys_create(args)
     if args.command == "users":
         return _users(args)
+    if args.command == "weights":
+        return _weights(args)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -171,6 +189,39 @@ def _users(args: argparse.Namespace) -> int:
     db.delete_sessions_of(user["id"])
     sys.stdout.write(
         f"password changed for {user['username']}; its sessions were ended\n"
+    )
+    return 0
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import Invalid
+    from .vision import apply_offline_environment
+    from .weights import Registry, uri_of
+
+    settings = load_settings(home=args.home)
+    registry = Registry(settings.home)
+    if args.weights_command == "list":
+        for entry in registry.entries().values():
+            where = uri_of(entry) or "(training only)"
+            sys.stdout.write(
+                f"{entry['name']}\t{entry['task']}\t{entry['size']}\t{where}\n"
+            )
+        return 0
+    apply_offline_environment(settings.home)  # reading a checkpoint imports ultralytics
+    try:
+        entry, changed = registry.add(Path(args.file), args.name, replace=args.replace)
+    except Invalid as exc:
+        sys.stderr.write(f"appliance: {exc.message}\n")
+        return 1
+    verb = "imported" if changed else "already imported:"
+    uses = [f"trainArgs.model: {entry['name']}"]
+    if uri_of(entry):
+        uses.append(uri_of(entry))
+    sys.stdout.write(
+        f"{verb} {entry['name']} ({entry['task']}, {entry['classCount']} classes, "
+        f"{entry['size']} bytes); use it as {' or '.join(uses)}\n"
     )
     return 0
 

@@ -22,10 +22,18 @@ DEFAULT_LIMITS = {
     "predict": 20,
     "export": 20,
     "download": 30,
+    "stream": 1200,
 }
 DEFAULT_IP_LIMIT = 100
 WINDOW = 60
 _SESSION = b"appliance_session="
+
+#: The sync endpoints a training client calls (routes/webhooks.py). ultralytics
+#: sends epoch_end with no retry and console_output with one, so a 429 silently
+#: loses a run's metrics or log: they get a budget of their own, sized for a fast
+#: run's console chunks and epochs, and are not counted against the per-address
+#: limit (which the trainer, on the same machine, would share with everyone).
+_STREAM = re.compile(r"^/api/webhooks/(training/metrics|models/upload)$")
 
 _CATEGORIES = [
     ("POST", re.compile(r"^/api/training/start$"), "training"),
@@ -43,6 +51,7 @@ _CATEGORIES = [
     ("POST", re.compile(r"^/api/datasets/([^/]+/)?[^/]+/export$"), "export"),
     ("GET", re.compile(r"^/api/datasets/([^/]+/)?[^/]+/export$"), "export"),
     ("GET", re.compile(r"^/api/models/.+/(files|download)$"), "download"),
+    ("POST", _STREAM, "stream"),
 ]
 #: Deployed endpoints answer for the caller's own service: never limited.
 _UNLIMITED = re.compile(r"^/api/deployments/[^/]+/[^/]+/predict$")
@@ -109,7 +118,7 @@ class RateLimitMiddleware:
             return
         now = time.time()
         client = (scope.get("client") or ("unknown", 0))[0]
-        if self.ip_limit:
+        if self.ip_limit and not _STREAM.match(path):
             allowed, _, end = self.windows.hit(f"ip:{client}", self.ip_limit, now)
             if not allowed:
                 await _refuse(send, self.ip_limit, end, now, "per address")

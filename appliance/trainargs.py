@@ -13,6 +13,10 @@ import yaml
 from .errors import Invalid
 
 _SCALED = re.compile(r"^(?P<base>.*?\d+)(?P<scale>[nslmx])(?P<rest>(-\w+)*)$")
+#: An official weight by its Platform name, such as ul://ultralytics/yolo26/yolo26n.
+_OFFICIAL = re.compile(
+    r"^ul://ultralytics/[a-z0-9-]{1,128}/(?P<stem>[a-z0-9-]{1,128})$"
+)
 _DEVICE = re.compile(r"^(auto|cpu|mps|\d+(,\d+)*)$")
 #: Arguments of ultralytics' config that make no sense for a training request.
 _NOT_FOR_TRAINING = frozenset(
@@ -50,7 +54,14 @@ def yaml_exists(name: str) -> bool:
     return bool(match) and f"{match['base']}{match['rest']}.yaml" in _model_yamls()
 
 
+def local_model_name(name: str) -> str:
+    """`ul://ultralytics/yolo26/yolo26n` is the weight imported as yolo26n.pt."""
+    match = _OFFICIAL.match(name)
+    return f"{match['stem']}.pt" if match else name
+
+
 def check_model(name: str, weights_dir: Path) -> None:
+    name = local_model_name(name)
     if "/" in name or "\\" in name or ".." in name:
         raise Invalid("trainArgs.model must be a bare file name such as yolo26n.yaml")
     if name.endswith((".yaml", ".yml")):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import vision
+from .trainargs import local_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +54,19 @@ def _resolve_model(spec: dict, events: Events) -> str:
     """A local .pt, a weight imported into the data home, or a model YAML.
 
     With no pretrained weight to hand, `yolo26n.pt` falls back to `yolo26n.yaml`."""
-    model = spec["model"]
+    model = local_model_name(spec["model"])
     if model.endswith(".pt"):
         candidates = [Path(model), Path(spec["home"]) / "weights" / Path(model).name]
         for path in candidates:
             if path.is_file():
                 return str(path)
         fallback = Path(model).stem + ".yaml"
-        logger.warning(
-            "%s is not on this appliance; training %s from scratch", model, fallback
+        message = (
+            f"{model} is not on this appliance; training {fallback} from scratch "
+            f"(to start from the weights, run: appliance weights import {model})"
         )
-        events.send(
-            "warning",
-            message=f"{model} is not on this appliance; training {fallback} from scratch",
-        )
+        logger.warning("%s", message)  # into the job's log, train.log
+        events.send("warning", message=message)
         return fallback
     return model
 

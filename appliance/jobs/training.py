@@ -52,6 +52,7 @@ def run_training(queue: JobQueue, job: dict) -> None:
         "cancel_file": str(cancel_file),
     }
     total = int(spec["args"].get("epochs", 100))
+    warnings: list[str] = []
 
     def on_event(event: dict) -> None:
         kind = event.get("event")
@@ -67,7 +68,10 @@ def run_training(queue: JobQueue, job: dict) -> None:
         elif kind == "started":
             queue.progress(job["id"], 0, f"training on {event.get('device')}")
         elif kind == "warning":
-            logger.warning("job %s: %s", job["id"], event.get("message"))
+            message = str(event.get("message"))
+            logger.warning("job %s: %s", job["id"], message)
+            warnings.append(message)
+            queue.progress(job["id"], 0, f"warning: {message}")
 
     def should_cancel() -> bool:
         cancelled = queue.cancel_requested(job["id"])
@@ -102,7 +106,10 @@ def run_training(queue: JobQueue, job: dict) -> None:
             completed_at=now(),
             training_error=None,
         )
-        queue.finish(job["id"], status, result={"weights": bool(weights)})
+        result = {"weights": bool(weights)}
+        if warnings:
+            result["warnings"] = warnings
+        queue.finish(job["id"], status, result=result)
         return
     error = result.last("error")
     if result.stopped == "cancelled":

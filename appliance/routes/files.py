@@ -10,7 +10,7 @@ from ..errors import NotFound, Unauthorized
 from ..web import services
 
 _KINDS = frozenset(
-    {"images", "thumbnails", "models", "exports", "icons", "gdpr", "ndjson"}
+    {"images", "thumbnails", "models", "exports", "icons", "gdpr", "ndjson", "weights"}
 )
 
 

@@ -12,19 +12,29 @@ FINISHED = ("completed", "failed", "cancelled", "interrupted")
 
 class JobsMixin:
     def create_job(
-        self, kind: str, subject_id: str, user_id: str | None, args: dict | None = None
+        self,
+        kind: str,
+        subject_id: str,
+        user_id: str | None,
+        args: dict | None = None,
+        *,
+        status: str = "queued",
     ) -> dict[str, Any]:
+        """A new job; one that runs elsewhere (a streamed training run) may start
+        as running, so a restart never hands it to the local queue."""
         stamp = now()
         row = {
             "id": new_id(),
             "kind": kind,
             "subject_id": subject_id,
             "user_id": user_id,
-            "status": "queued",
+            "status": status,
             "args": args or {},
             "created_at": stamp,
             "updated_at": stamp,
         }
+        if status == "running":
+            row["started_at"] = row["heartbeat_at"] = stamp
         with self.atomic() as db:
             db["jobs"].insert(row)
         return self.job(row["id"])
