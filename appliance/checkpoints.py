@@ -35,6 +35,7 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,66 @@ def _frozenset(items: Any = ()) -> frozenset:
     return frozenset(items)
 
 
+class _NumpyDType:
+    """numpy.dtype as a pickle rebuilds it: its type code only."""
+
+    def __init__(self, code: Any = "", *rest: Any) -> None:
+        self.code = code if isinstance(code, str) else ""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in "<>|=":
+            self.order = state[1]
+
+
+class _NumpyArray:
+    """A numpy array in a checkpoint (a metrics curve): kept as nothing."""
+
+    def __init__(self, *args: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+_SCALAR_FORMATS = {"f8": "d", "f4": "f", "f2": "e", "i8": "q", "i4": "i", "b1": "?"}
+
+
+def _numpy_scalar(dtype: Any, data: Any = b"") -> float | int | bool | None:
+    """A numpy scalar (a metric ultralytics saved as np.float64): decoded from
+    its bytes for the few plain number types, else dropped."""
+    if isinstance(data, str):  # protocol 2 pickles bytes as latin-1 text
+        data = data.encode("latin-1")
+    code = getattr(dtype, "code", "")
+    fmt = _SCALAR_FORMATS.get(code)
+    if fmt is None or not isinstance(data, bytes):
+        return None
+    order = ">" if getattr(dtype, "order", "<") == ">" else "<"
+    try:
+        return struct.unpack(order + fmt, data)[0]
+    except struct.error:
+        return None
+
+
+def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
+    """`_codecs.encode`, which protocol-2 pickles use to carry bytes as text;
+    only that use (latin-1) is answered."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafeCheckpoint("the checkpoint's pickle encodes text in an unknown way")
+    return text.encode("latin-1")
+
+
+def _numpy_array(*args: Any) -> _NumpyArray:
+    return _NumpyArray()
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
+    ("numpy", "dtype"): _NumpyDType,
+    ("_codecs", "encode"): _latin1,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_array,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_array,
+    ("numpy", "ndarray"): _numpy_array,
     ("collections", "OrderedDict"): dict,
     ("builtins", "set"): _set,
     ("__builtin__", "set"): _set,

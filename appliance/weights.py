@@ -7,26 +7,24 @@ where training looks for `model: yolo26n.pt`. The registry itself is
 `weights/registry.json`. An official name is also offered as
 `ul://ultralytics/<family>/<stem>` (for example ul://ultralytics/yolo26/yolo26n).
 
-A file is read before it is registered, and never by unrestricted unpickling: the
-checkpoint must be a PyTorch zip archive whose pickled classes are all modules of
-ultralytics or torch.nn, loaded with torch's `weights_only` unpickler that
-allows exactly those classes.
+A file is read before it is registered, and never by unrestricted unpickling:
+appliance.checkpoints reads it with an allow-list unpickler that runs nothing in
+it, and refuses class names that disagree with the model's head.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import os
 import re
 import shutil
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import checkpoints
+from .checkpoints import Checkpoint
 from .errors import Invalid
 from .ids import now
 from .trainargs import yaml_exists
@@ -36,42 +34,10 @@ logger = logging.getLogger(__name__)
 OFFICIAL_OWNER = "ultralytics"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}\.pt$")
 _FAMILY = re.compile(r"^(?P<family>[a-z]+[a-z-]*?v?\d+)[nslmxbce]?(-[a-z0-9]+)*$")
-#: Where the classes of a model checkpoint may come from.
-_ALLOWED_MODULES = ("ultralytics.nn.", "torch.nn.modules.", "numpy.dtypes.")
-#: Functions that only rebuild numpy values (metrics some checkpoints carry).
-_ALLOWED_FUNCTIONS = frozenset(
-    {
-        "numpy.core.multiarray.scalar",
-        "numpy._core.multiarray.scalar",
-        "numpy.core.multiarray._reconstruct",
-        "numpy._core.multiarray._reconstruct",
-    }
-)
-#: The few functions and non-module classes an ultralytics checkpoint pickles.
-_ALLOWED_GLOBALS = frozenset(
-    {
-        "ultralytics.utils.IterableSimpleNamespace",
-        "types.SimpleNamespace",
-        "argparse.Namespace",
-        "pathlib.PosixPath",
-        "pathlib.WindowsPath",
-        "torch.nn.parameter.Parameter",
-        "torch.Size",
-        "numpy.dtype",
-        "numpy.ndarray",
-    }
-)
 
 
 class CheckpointError(Invalid):
     """A file that is not a model checkpoint this appliance will load."""
-
-
-@dataclass
-class Checkpoint:
-    task: str | None
-    names: list[str]
-    train_args: dict[str, Any]
 
 
 def family_of(stem: str) -> str | None:
@@ -83,87 +49,13 @@ def family_of(stem: str) -> str | None:
     return match["family"] if match else None
 
 
-def _allowed_global(name: str) -> Any:
-    module, _, attr = name.rpartition(".")
-    allowed = name in _ALLOWED_GLOBALS or name in _ALLOWED_FUNCTIONS
-    if not allowed and not name.startswith(_ALLOWED_MODULES):
-        raise CheckpointError(f"the checkpoint pickles {name}, which is not allowed")
-    try:
-        value = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        raise CheckpointError(
-            f"the checkpoint needs {name}, which is unknown"
-        ) from None
-    if not isinstance(value, type) and name not in _ALLOWED_FUNCTIONS:
-        raise CheckpointError(f"the checkpoint calls {name}, which is not a class")
-    return value
-
-
 def read_checkpoint(path: Path) -> Checkpoint:
-    """Load a `.pt` with a restricted unpickler and describe the model in it."""
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path.name} is not a PyTorch checkpoint (not a zip)")
-    with zipfile.ZipFile(path) as archive:
-        if not any(n.endswith("/data.pkl") for n in archive.namelist()):
-            raise CheckpointError(f"{path.name} is a zip but not a PyTorch checkpoint")
-    import torch
-
+    """Read a `.pt` without running anything in it (appliance.checkpoints) and
+    describe the model in it."""
     try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        classes = [_allowed_global(name) for name in unsafe]
-        if any(name.startswith("numpy.") for name in unsafe):
-            classes += _numpy_dtype_classes()  # what np.dtype(...) builds
-        with torch.serialization.safe_globals(classes):
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # any unreadable checkpoint is the user's input error
-        raise CheckpointError(
-            f"{path.name} could not be read as a checkpoint: {_reason(exc)}"
-        ) from None
-    return _describe(path.name, data)
-
-
-def _numpy_dtype_classes() -> list[type]:
-    import numpy
-
-    return [
-        getattr(numpy.dtypes, name)
-        for name in dir(numpy.dtypes)
-        if name.endswith("DType") and isinstance(getattr(numpy.dtypes, name), type)
-    ]
-
-
-def _reason(exc: Exception) -> str:
-    """torch's refusals run to a page; keep the line that says what was refused."""
-    text = str(exc)
-    _, marker, rest = text.partition("WeightsUnpickler error:")
-    line = (
-        next((p.strip() for p in rest.splitlines() if p.strip()), "") if marker else ""
-    )
-    return (line or text.strip().splitlines()[0] if text.strip() else repr(exc))[:300]
-
-
-def _describe(name: str, data: Any) -> Checkpoint:
-    model = (data.get("ema") or data.get("model")) if isinstance(data, dict) else None
-    if model is None or not hasattr(model, "model"):
-        raise CheckpointError(f"{name} holds no ultralytics model")
-    from ultralytics.nn.tasks import guess_model_task
-
-    names = getattr(model, "names", None) or {}
-    names = [names[i] for i in sorted(names)] if isinstance(names, dict) else names
-    head = model.model[-1] if len(model.model) else None
-    head_classes = getattr(head, "nc", None)
-    if head_classes is not None and names and len(names) != head_classes:
-        raise CheckpointError(
-            f"{name} names {len(names)} classes but its head predicts {head_classes}"
-        )
-    train_args = data.get("train_args") or {}
-    return Checkpoint(
-        task=guess_model_task(model),
-        names=[str(n) for n in names],
-        train_args=dict(train_args) if isinstance(train_args, dict) else {},
-    )
+        return checkpoints.read_checkpoint(path)
+    except checkpoints.BadCheckpoint as exc:
+        raise CheckpointError(f"{path.name}: {exc}") from None
 
 
 # -- the registry ----------------------------------------------------------
@@ -224,7 +116,7 @@ class Registry:
             "name": name,
             "family": family_of(stem),
             "task": checkpoint.task,
-            "classCount": len(checkpoint.names),
+            "classCount": len(checkpoint.class_names),
             "size": source.stat().st_size,
             "sha256": digest,
             "importedAt": now(),

@@ -103,8 +103,8 @@ def test_files_that_are_not_checkpoints_are_refused(home, tmp_path, capsys):
     with zipfile.ZipFile(plain_zip, "w") as archive:
         archive.writestr("readme.txt", "hello")
     for path, reason in (
-        (text, "not a PyTorch checkpoint (not a zip)"),
-        (plain_zip, "is a zip but not a PyTorch checkpoint"),
+        (text, "not a PyTorch zip checkpoint"),
+        (plain_zip, "the zip holds no torch checkpoint"),
     ):
         assert _import(home, str(path)) == 1
         assert reason in capsys.readouterr().err
@@ -137,13 +137,14 @@ def test_numpy_values_and_paths_in_a_checkpoint_are_fine(home, official, tmp_pat
     torch.save(data, tmp_path / "yolo26s.pt")
     checkpoint = read_checkpoint(tmp_path / "yolo26s.pt")
     assert checkpoint.task == "detect" and checkpoint.train_args["epochs"] == 3
+    assert checkpoint.metrics["fitness"] == 0.5  # a numpy scalar, decoded, not run
     assert _import(home, str(tmp_path / "yolo26s.pt")) == 0
 
 
 def test_class_names_that_disagree_with_the_head_are_refused(home, tmp_path, capsys):
     bad = _saved(tmp_path / "yolo26n.pt", tmp_path, {0: "a", 1: "b", 2: "c"})
     assert _import(home, str(bad)) == 1
-    assert "names 3 classes but its head predicts 80" in capsys.readouterr().err
+    assert "names 3 classes but its detect head predicts 80" in capsys.readouterr().err
 
 
 def test_ul_official_uri_resolves_to_the_imported_file(home, official):
