@@ -185,6 +185,22 @@ def field(
     return value
 
 
+def choice_field(body: dict, name: str, choices: tuple[str, ...]) -> str | None:
+    """An optional string field that must be one of `choices`."""
+    value = field(body, name, str)
+    if value is not None and value not in choices:
+        raise Invalid(f"{name} must be one of: {', '.join(choices)}")
+    return value
+
+
+def short_field(body: dict, name: str, most: int) -> str | None:
+    """An optional string field of at most `most` characters."""
+    value = field(body, name, str)
+    if value is not None and len(value) > most:
+        raise Invalid(f"{name} must be at most {most} characters")
+    return value
+
+
 def display_name(value: Any, label: str = "name") -> str:
     """A display name as the contract allows it: 1-100 characters, not blank, no
     control characters."""

@@ -28,6 +28,7 @@ from ..vision import TASKS
 from ..web import (
     can_edit,
     can_see,
+    choice_field,
     display_name,
     field,
     json_body,
@@ -39,6 +40,7 @@ from ..web import (
     resource_fields,
     role_in,
     services,
+    short_field,
     visible_owner,
 )
 from .upload import finish_upload, upload_path
@@ -346,20 +348,6 @@ async def write_body(request: Request) -> dict:
     return body
 
 
-def _choice(body: dict, name: str, choices: tuple[str, ...]) -> str | None:
-    value = field(body, name, str)
-    if value is not None and value not in choices:
-        raise Invalid(f"{name} must be one of: {', '.join(choices)}")
-    return value
-
-
-def _short(body: dict, name: str, most: int) -> str | None:
-    value = field(body, name, str)
-    if value is not None and len(value) > most:
-        raise Invalid(f"{name} must be at most {most} characters")
-    return value
-
-
 def _metadata(body: dict, current: dict) -> dict:
     """New custom metadata; the pose keys the appliance keeps there survive."""
     metadata = field(body, "metadata", dict)
@@ -412,10 +400,10 @@ def _details(body: dict, current: dict) -> dict:
             raise Invalid("classColors maps class names to colours such as #a1b2c3")
         details["classColors"] = colors
     for name, value in (
-        ("license", _choice(body, "license", LICENSES)),
-        ("format", _choice(body, "format", FORMATS)),
-        ("iconColor", _short(body, "iconColor", 50)),
-        ("iconLetter", _short(body, "iconLetter", 2)),
+        ("license", choice_field(body, "license", LICENSES)),
+        ("format", choice_field(body, "format", FORMATS)),
+        ("iconColor", short_field(body, "iconColor", 50)),
+        ("iconLetter", short_field(body, "iconLetter", 2)),
     ):
         if value is not None:
             details[name] = value
@@ -444,16 +432,16 @@ async def update(request: Request):
         fields["name"] = display_name(body["name"])
         fields["slug"] = slugify(fields["name"]) or dataset["slug"]
     if "description" in body:
-        fields["description"] = _short(body, "description", 1000) or ""
+        fields["description"] = short_field(body, "description", 1000) or ""
     if "visibility" in body:
-        fields["visibility"] = _choice(body, "visibility", VISIBILITIES)
+        fields["visibility"] = choice_field(body, "visibility", VISIBILITIES)
     if "metadata" in body:
         fields["metadata"] = _metadata(body, dataset["metadata"] or {})
     if "classNames" in body or "task" in body:
         check_settled(dataset)
     if "classNames" in body:
         fields["class_names"] = _class_names(request, body, dataset)
-    task = _choice(body, "task", TASKS)
+    task = choice_field(body, "task", TASKS)
     if task and task != dataset["task"]:
         if services(request).db.dataset_stats(dataset["id"]).get("labeled"):
             raise Conflict("the task of a dataset with labelled images cannot change")
@@ -514,14 +502,14 @@ async def clone(request: Request):
     if not SLUG_RE.match(slug):
         raise Invalid("dataset must be lower-case letters, digits and dashes (1-128)")
     details = dict(source.get("details") or {})
-    if license_ := _choice(body, "license", LICENSES):
+    if license_ := choice_field(body, "license", LICENSES):
         details["license"] = license_
     fields = {
         "owner_id": owner["id"],
         "slug": slug,
         "name": name,
-        "description": _short(body, "description", 1000) or source["description"],
-        "visibility": _choice(body, "visibility", VISIBILITIES) or "private",
+        "description": short_field(body, "description", 1000) or source["description"],
+        "visibility": choice_field(body, "visibility", VISIBILITIES) or "private",
         "details": details,
     }
     db = services(request).db

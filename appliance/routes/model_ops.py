@@ -20,6 +20,7 @@ from ..errors import Conflict, Invalid, NotFound
 from ..ids import SLUG_RE, now, slugify
 from ..serialize import REGION
 from ..web import (
+    choice_field,
     display_name,
     field,
     json_body,
@@ -27,6 +28,7 @@ from ..web import (
     reply,
     require_user,
     services,
+    short_field,
 )
 from .models import (
     editable_model,
@@ -38,10 +40,8 @@ from .models import (
 from .projects import (
     LICENSES,
     check_metadata,
-    choice,
     find_project,
     free_slug,
-    short,
     stop_training,
 )
 
@@ -116,11 +116,11 @@ _NULLABLE = frozenset({"color", "datasetSlug"})
 
 def _training_error(body: dict) -> dict:
     error = field(body, "trainingError", dict)
-    message = short(error, "message", 1000)
+    message = short_field(error, "message", 1000)
     if not message:
         raise Invalid("trainingError.message is required")
     out = {"message": message, "timestamp": field(error, "timestamp", str) or now()}
-    if (code := short(error, "code", 50)) is not None:
+    if (code := short_field(error, "code", 50)) is not None:
         out["code"] = code
     return out
 
@@ -163,11 +163,11 @@ async def update(request: Request):
         fields["name"] = display_name(body["name"])
         fields["slug"] = slugify(fields["name"]) or model["slug"]
     if "description" in body:
-        fields["description"] = short(body, "description", 1000) or ""
+        fields["description"] = short_field(body, "description", 1000) or ""
     if "metadata" in body:
         fields["metadata"] = check_metadata(field(body, "metadata", dict))
     if "status" in body:
-        status = choice(body, "status", STATUSES)
+        status = choice_field(body, "status", STATUSES)
         job = db.latest_job(model["id"], "train")
         if job and job["status"] in _ACTIVE:
             raise Conflict("the status of a model that is training cannot be set")
@@ -195,10 +195,10 @@ async def update(request: Request):
         if color is None:
             details.pop("color", None)
         else:
-            details["color"] = short(body, "color", 7)
-    if (license_ := choice(body, "license", LICENSES)) is not None:
+            details["color"] = short_field(body, "color", 7)
+    if (license_ := choice_field(body, "license", LICENSES)) is not None:
         details["license"] = license_
-    if (version := short(body, "version", 50)) is not None:
+    if (version := short_field(body, "version", 50)) is not None:
         details["version"] = version
     if details != (model.get("details") or {}):
         fields["details"] = details
@@ -309,7 +309,7 @@ async def clone(request: Request):
             raise Invalid(f"model {owner['username']}/{project_slug}/{slug} exists")
         fields["slug"] = slug
     if "description" in body:
-        fields["description"] = short(body, "description", 1000) or ""
+        fields["description"] = short_field(body, "description", 1000) or ""
     row = await run_in_threadpool(copy_model, request, source, project["id"], **fields)
     logger.info("model %s cloned into %s", source["id"], row["id"])
     return reply(

@@ -32,9 +32,10 @@ from ..web import (
     reply,
     require_user,
     services,
+    short_field,
     visible_owner,
 )
-from .projects import check_metadata, find_project, short
+from .projects import check_metadata, find_project
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def _create_fields(body: dict) -> dict:
         fields["environment"] = environment
     details = {}
     for name, most in (("version", 50), ("docs", 4096)):
-        if (value := short(body, name, most)) is not None:
+        if (value := short_field(body, name, most)) is not None:
             details[name] = value
     fields["details"] = details
     if (completed := field(body, "completedAt", str)) is not None:
@@ -181,7 +182,7 @@ async def create(request: Request):
     task = field(body, "task", str)
     if task is not None and task not in TASKS:
         raise Invalid(f"task must be one of: {', '.join(TASKS)}")
-    description = short(body, "description", 1000) or ""
+    description = short_field(body, "description", 1000) or ""
     epochs = epoch_rows(body)
     try:
         row = db.create_model(

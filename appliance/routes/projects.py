@@ -22,6 +22,7 @@ from ..serialize import REGION, model_summary_json, project_json
 from ..web import (
     can_edit,
     can_see,
+    choice_field,
     display_name,
     field,
     json_body,
@@ -32,6 +33,7 @@ from ..web import (
     resource_fields,
     role_in,
     services,
+    short_field,
     visible_owner,
 )
 
@@ -111,20 +113,6 @@ def check_metadata(value: dict) -> dict:
     return value
 
 
-def choice(body: dict, name: str, choices: tuple[str, ...]) -> str | None:
-    value = field(body, name, str)
-    if value is not None and value not in choices:
-        raise Invalid(f"{name} must be one of: {', '.join(choices)}")
-    return value
-
-
-def short(body: dict, name: str, most: int) -> str | None:
-    value = field(body, name, str)
-    if value is not None and len(value) > most:
-        raise Invalid(f"{name} must be at most {most} characters")
-    return value
-
-
 def _details(body: dict, current: dict) -> dict:
     """Tags, licence, icon colour and letter, archived flag, view defaults."""
     details = dict(current)
@@ -133,12 +121,12 @@ def _details(body: dict, current: dict) -> dict:
         if len(tags) > 50 or not all(isinstance(t, str) and len(t) <= 50 for t in tags):
             raise Invalid("tags must be at most 50 strings of at most 50 characters")
         details["tags"] = tags
-    if (license_ := choice(body, "license", LICENSES)) is not None:
+    if (license_ := choice_field(body, "license", LICENSES)) is not None:
         details["license"] = license_
-    if (color := short(body, "iconColor", 50)) is not None:
+    if (color := short_field(body, "iconColor", 50)) is not None:
         details["iconColor"] = color
     if "iconLetter" in body:
-        letter = short(body, "iconLetter", 2)
+        letter = short_field(body, "iconLetter", 2)
         if letter:
             details["iconLetter"] = letter
         else:
@@ -297,9 +285,9 @@ async def update(request: Request):
         fields["name"] = display_name(body["name"])
         fields["slug"] = slugify(fields["name"]) or project["slug"]
     if "description" in body:
-        fields["description"] = short(body, "description", 1000) or ""
+        fields["description"] = short_field(body, "description", 1000) or ""
     if "visibility" in body:
-        fields["visibility"] = choice(body, "visibility", VISIBILITIES)
+        fields["visibility"] = choice_field(body, "visibility", VISIBILITIES)
     if "metadata" in body:
         fields["metadata"] = check_metadata(field(body, "metadata", dict))
     details = _details(body, project.get("details") or {})
@@ -372,7 +360,7 @@ async def clone(request: Request):
         slug = free_slug(taken, slugify(name) if "name" in body else source["slug"])
     details = dict(source.get("details") or {})
     details.pop("iconImage", None)
-    if (license_ := choice(body, "license", LICENSES)) is not None:
+    if (license_ := choice_field(body, "license", LICENSES)) is not None:
         details["license"] = license_
     wanted = field(body, "models", list)
     if wanted is not None and not all(isinstance(i, str) for i in wanted):
@@ -386,8 +374,8 @@ async def clone(request: Request):
         owner_id=owner["id"],
         slug=slug,
         name=name,
-        description=short(body, "description", 1000) or source["description"],
-        visibility=choice(body, "visibility", VISIBILITIES) or "private",
+        description=short_field(body, "description", 1000) or source["description"],
+        visibility=choice_field(body, "visibility", VISIBILITIES) or "private",
         metadata=source.get("metadata") or {},
         details=details,
         cloned_from=source["id"],
