@@ -60,7 +60,10 @@ def test_ul_cloud_train_runs_on_the_appliance(server, tmp_path):
 
     sdk = server.client()
     job = sdk.models.training(owner, "cloud", "run1")
-    assert problems("GET", "/api/models/{owner}/{project}/{model}/training", 200, job) == []
+    assert (
+        problems("GET", "/api/models/{owner}/{project}/{model}/training", 200, job)
+        == []
+    )
     assert job["job"]["status"] == "completed"
     assert job["job"]["progress"]["totalEpochs"] == 1
     model = sdk.models.retrieve(owner, "cloud", "run1")["model"]
