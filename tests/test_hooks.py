@@ -384,13 +384,13 @@ def test_a_real_training_and_export_raise_their_events(home, receiver):
     with TestClient(app) as client:
         api = Api(client, key)
         hook = api("POST", "/api/webhooks", 201, json={"url": receiver.url})["webhook"]
-        api("POST", "/api/datasets", json={"dataset": "t", "name": "T"})
+        api("POST", "/api/datasets", 201, json={"dataset": "t", "name": "T"})
         dataset = api.ingest(
             "t", "t.zip", write_zip(home / "t.zip", base_files()).read_bytes()
         )
         assert dataset["status"] == "ready"
-        api("POST", "/api/projects", json={"project": "p", "name": "P"})
-        model = api("POST", "/api/models", json={"project": "p", "model": "m"})
+        api("POST", "/api/projects", 201, json={"project": "p", "name": "P"})
+        model = api("POST", "/api/models", 201, json={"project": "p", "model": "m"})
         api(
             "POST",
             "/api/training/start",
@@ -416,6 +416,7 @@ def test_a_real_training_and_export_raise_their_events(home, receiver):
         export = api(
             "POST",
             "/api/models/alice/p/m/exports",
+            201,
             json={"format": "torchscript", "args": {"imgsz": 32}},
         )
         _wait(lambda: "export.completed" in receiver.events(), 300, "export")
