@@ -440,3 +440,35 @@ def test_a_real_training_and_export_raise_their_events(home, receiver):
     assert bodies[3]["data"]["format"] == "torchscript"
     assert bodies[3]["data"]["filename"].endswith(".torchscript")
     assert [d["outcome"] for d in log["deliveries"]] == ["delivered"] * 4
+
+
+def test_a_run_streamed_by_stock_yolo_train_raises_the_same_events(home, receiver):
+    """The sync events ultralytics sends (training_started, epoch_end, the extra
+    final epoch_end, training_complete) become training.started, one
+    training.epoch per epoch and training.completed."""
+    from test_webhooks import _epoch, _event, _started
+
+    app, key = _fast(home)
+    auth = {"Authorization": f"Bearer {key}"}
+    with TestClient(app) as client:
+        Api(client, key)("POST", "/api/webhooks", 201, json={"url": receiver.url})
+        model_id = _started(client, auth, epochs=2).json()["modelId"]
+        for epoch in (0, 1):
+            assert _event(client, auth, model_id, "epoch_end", _epoch(epoch)).is_success
+        final = {"epoch": 2, "metrics": {"metrics/mAP50-95(B)": 0.2}}
+        assert _event(client, auth, model_id, "epoch_end", final).is_success
+        done = {"results": {"metrics": {"metrics/mAP50-95(B)": 0.2}}}
+        assert _event(client, auth, model_id, "training_complete", done).is_success
+        _wait(lambda: len(receiver.received) == 4, what="four events")
+        time.sleep(0.3)
+    assert receiver.events() == [
+        "training.started",
+        "training.epoch",
+        "training.epoch",
+        "training.completed",
+    ]
+    bodies = [json.loads(r["body"])["data"] for r in receiver.received]
+    assert [b.get("epoch") for b in bodies[1:3]] == [1, 2]
+    assert bodies[1]["metrics"]["train/box_loss"] == 1.0
+    assert bodies[3]["metrics"] == {"metrics/mAP50-95(B)": 0.2}
+    assert all(b["model"] == "ul://alice/proj/my-run" for b in bodies)
