@@ -133,9 +133,9 @@ def _roots(text: str) -> tuple[Path, ...]:
 
 
 def _hosts(text: str) -> tuple[str, ...]:
-    hosts = tuple(h.strip().lower() for h in text.split(",") if h.strip())
+    hosts = tuple(h.strip().strip("[]").lower() for h in text.split(",") if h.strip())
     for host in hosts:
-        if not re.match(r"^[a-z0-9.:\[\]-]+$", host):
+        if not re.match(r"^[a-z0-9.:-]+$", host):
             raise SettingsError(f"APPLIANCE_WEBHOOK_HOSTS: {host!r} is not a host name")
     return hosts
 

@@ -472,3 +472,46 @@ def test_a_run_streamed_by_stock_yolo_train_raises_the_same_events(home, receive
     assert bodies[1]["metrics"]["train/box_loss"] == 1.0
     assert bodies[3]["metrics"] == {"metrics/mAP50-95(B)": 0.2}
     assert all(b["model"] == "ul://alice/proj/my-run" for b in bodies)
+
+
+def test_webhook_settings_are_read_and_checked():
+    from appliance.settings import SettingsError, load_settings
+
+    settings = load_settings(
+        environ={
+            "APPLIANCE_WEBHOOK_HOSTS": " CI.lab.internal, [::1] ,127.0.0.1",
+            "APPLIANCE_WEBHOOK_RETRY_SECONDS": "0.5",
+            "APPLIANCE_WEBHOOK_ATTEMPTS": "4",
+        }
+    )
+    assert settings.webhook_hosts == ("ci.lab.internal", "::1", "127.0.0.1")
+    assert settings.webhook_retry_seconds == 0.5 and settings.webhook_attempts == 4
+    assert hooks.check_url("http://[::1]:8080/h", settings.webhook_hosts)
+    default = load_settings(environ={})
+    assert default.webhook_hosts == ("127.0.0.1", "localhost")
+    assert (default.webhook_retry_seconds, default.webhook_attempts) == (120.0, 6)
+    assert load_settings(environ={"APPLIANCE_WEBHOOK_HOSTS": ""}).webhook_hosts == ()
+    for name, value in (
+        ("APPLIANCE_WEBHOOK_HOSTS", "a b"),
+        ("APPLIANCE_WEBHOOK_HOSTS", "http://x/"),
+        ("APPLIANCE_WEBHOOK_RETRY_SECONDS", "0"),
+        ("APPLIANCE_WEBHOOK_RETRY_SECONDS", "soon"),
+        ("APPLIANCE_WEBHOOK_ATTEMPTS", "0"),
+    ):
+        with pytest.raises(SettingsError):
+            load_settings(environ={name: value})
+
+
+def test_a_webhook_deleted_during_an_attempt_leaves_no_log(home, receiver):
+    app, _ = make_app(home, run_queue=False)
+    db = app.state.services.db
+    alice = db.user_by_name("alice")
+    hook = db.create_webhook(alice["id"], receiver.url, list(hooks.EVENTS), "s")
+    hooks.emit(db, alice["id"], "training.started", {})
+    [item] = db.due_deliveries()
+    db.delete_webhook(hook["id"])
+    settled = db.record_attempt(
+        item, status_code=200, duration_ms=1, error=None, retry_at=None
+    )
+    assert settled == "gone"
+    assert db.scalar("SELECT count(*) FROM webhook_deliveries") == 0

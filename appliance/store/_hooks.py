@@ -143,7 +143,8 @@ class HooksMixin:
         retry_at: float | None,
     ) -> str:
         """Log one attempt and settle the outbox row: gone when delivered or out of
-        attempts, else due again at `retry_at`. Returns the outcome."""
+        attempts, else due again at `retry_at`. Returns the outcome ("gone" when
+        the webhook was deleted while the attempt was on its way)."""
         attempt = item["attempts"] + 1
         if error is None:
             outcome = "delivered"
@@ -152,6 +153,10 @@ class HooksMixin:
         else:
             outcome = "retrying"
         with self.atomic() as db:
+            if not db.execute(
+                "SELECT 1 FROM webhook_outbox WHERE id = ?", [item["id"]]
+            ).fetchone():
+                return "gone"  # its webhook was deleted meanwhile
             db["webhook_deliveries"].insert(
                 {
                     "webhook_id": item["webhook_id"],
