@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,46 @@ def test_ul_cloud_train_runs_on_the_appliance(server, tmp_path):
 
     attempts = server.guard_log.read_text() if server.guard_log.exists() else ""
     assert attempts == "", f"outbound attempts:\n{attempts[:3000]}"
+
+
+def test_ul_cloud_train_uploads_a_local_dataset(server, tmp_path):
+    """With `data=` a local data.yaml, the CLI zips the dataset, creates it on the
+    appliance, uploads and ingests it, then starts training on it."""
+    from conftest import base_files
+
+    for name, data in base_files("local/").items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    yaml = tmp_path / "local" / "data.yaml"
+    yaml.write_text(yaml.read_text().replace("path: .", f"path: {yaml.parent}"))
+    owner = server.owner
+    run = subprocess.run(
+        [str(UL_BIN), "cloud", "train", "model=yolo26n.pt"]
+        + [f"data={tmp_path / 'local' / 'data.yaml'}", f"project={owner}/cloud"]
+        + ["name=run2", "epochs=1", "imgsz=32", "batch=4"],
+        env=_client_env(server, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    assert f"Model: ul://{owner}/cloud/run2" in output
+
+    sdk = server.client()
+    [uri] = [
+        line.split()[1] for line in output.splitlines() if line.startswith("Dataset:")
+    ]
+    slug = uri.rsplit("/", 1)[1]
+    dataset = sdk.datasets.retrieve(owner, slug)["dataset"]
+    assert dataset["imageCount"] == 4 and dataset["classNames"] == ["a", "b"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        job = sdk.models.training(owner, "cloud", "run2")["job"]
+        if job and job["status"] not in ("queued", "starting", "running"):
+            break
+        time.sleep(1)
+    assert job["status"] == "completed", job
+    model = sdk.models.retrieve(owner, "cloud", "run2")["model"]
+    assert model["datasetId"] == dataset["id"] and model["hasWeights"] is True
