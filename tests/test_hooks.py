@@ -515,3 +515,20 @@ def test_a_webhook_deleted_during_an_attempt_leaves_no_log(home, receiver):
     )
     assert settled == "gone"
     assert db.scalar("SELECT count(*) FROM webhook_deliveries") == 0
+
+
+def test_deleting_a_workspace_takes_its_webhooks_and_what_they_were_owed(home):
+    from appliance.gdpr import delete_everything
+
+    app, _ = make_app(home, run_queue=False)
+    db = app.state.services.db
+    alice = db.user_by_name("alice")
+    hook = db.create_webhook(alice["id"], "http://127.0.0.1:9/", ["ping"], "s")
+    hooks.ping(db, hook)
+    [item] = db.due_deliveries()
+    db.record_attempt(
+        item, status_code=500, duration_ms=1, error="HTTP 500", retry_at=0
+    )
+    delete_everything(db, app.state.services.blobs, alice["id"])
+    for table in ("webhooks", "webhook_outbox", "webhook_deliveries"):
+        assert db.scalar(f"SELECT count(*) FROM {table}") == 0, table
