@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 import urllib.error
@@ -102,6 +103,17 @@ def verify(
 # -- raising events ------------------------------------------------------------
 
 
+def _clean(value: Any) -> Any:
+    """JSON every receiver can parse: NaN and infinities (a diverged loss) as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
 def emit(
     db: Database,
     owner_id: str,
@@ -123,10 +135,11 @@ def emit(
                     "event": event,
                     "createdAt": now(),
                     "owner": owner["username"] if owner else None,
-                    "data": data,
+                    "data": _clean(data),
                 },
                 separators=(",", ":"),
                 default=str,
+                allow_nan=False,
             )
 
         return db.enqueue_event(owner_id, event, body_of, only=only)

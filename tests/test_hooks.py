@@ -532,3 +532,15 @@ def test_deleting_a_workspace_takes_its_webhooks_and_what_they_were_owed(home):
     delete_everything(db, app.state.services.blobs, alice["id"])
     for table in ("webhooks", "webhook_outbox", "webhook_deliveries"):
         assert db.scalar(f"SELECT count(*) FROM {table}") == 0, table
+
+
+def test_a_diverged_loss_is_sent_as_null_not_nan(home):
+    app, _ = make_app(home, run_queue=False)
+    db = app.state.services.db
+    alice = db.user_by_name("alice")
+    db.create_webhook(alice["id"], "http://127.0.0.1:9/", ["training.epoch"], "s")
+    data = {"metrics": {"loss": float("nan"), "lr": float("inf"), "ok": 0.5}}
+    hooks.emit(db, alice["id"], "training.epoch", data)
+    [item] = db.due_deliveries()
+    sent = json.loads(item["body"], parse_constant=lambda c: pytest.fail(c))
+    assert sent["data"] == {"metrics": {"loss": None, "lr": None, "ok": 0.5}}
