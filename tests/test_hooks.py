@@ -109,6 +109,9 @@ def test_register_list_update_delete_and_secret_shown_once(home, receiver):
         )["webhook"]
         assert changed["events"] == ["training.started", "export.completed"]
         assert changed["active"] is False and "secret" not in changed
+        for bad in ({"url": "http://example.com/"}, {"active": "yes"}, {"events": []}):
+            api("PATCH", f"/api/webhooks/{created['id']}", 400, json=bad)
+        assert api("GET", f"/api/webhooks/{created['id']}")["webhook"] == changed
         rotated = api(
             "PATCH", f"/api/webhooks/{created['id']}", json={"rotateSecret": True}
         )["webhook"]
