@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 
 from .blobs import BlobStore
 from .errors import ApplianceError
+from .hooks import Deliverer
 from .jobs import JobQueue
 from .jobs.annotating import run_annotate
 from .jobs.embedding import run_embeddings
@@ -34,6 +35,7 @@ from .routes import (
     exports,
     files,
     gdpr,
+    hooks,
     images,
     integrations,
     jobs,
@@ -142,6 +144,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
     """Build the app. `run_queue=False` leaves the consumer stopped (for tests that
     only need the API)."""
     services = build_services(settings)
+    deliverer = Deliverer(services.db, settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -153,6 +156,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
                 name="sweep",
                 daemon=True,
             ).start()
+            deliverer.start()
         logger.info(
             "appliance ready at %s (data home %s)", settings.base_url, settings.home
         )
@@ -161,6 +165,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
         finally:
             if run_queue:
                 await run_in_threadpool(services.queue.stop)
+                await run_in_threadpool(deliverer.stop)
             logger.info("appliance stopped")
 
     app = Starlette(
@@ -188,6 +193,7 @@ def create_app(settings: Settings, *, run_queue: bool = True) -> Starlette:
             explore.routes,
             gdpr.routes,
             integrations.routes,
+            hooks.routes,
         ),
         exception_handlers={
             ApplianceError: _appliance_error,

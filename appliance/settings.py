@@ -49,6 +49,16 @@ class Settings:
     #: stand-in for cloud buckets). Set with APPLIANCE_STORAGE_ROOTS, absolute
     #: paths separated by os.pathsep; none by default.
     storage_roots: tuple[Path, ...] = ()
+    #: Hosts webhook URLs may point at (APPLIANCE_WEBHOOK_HOSTS, comma-separated).
+    #: The appliance is offline by design, so a webhook may only reach a host the
+    #: operator named: by default this machine alone.
+    webhook_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    #: Seconds before the first retry of a failed webhook delivery; each later
+    #: retry waits twice as long (APPLIANCE_WEBHOOK_RETRY_SECONDS).
+    webhook_retry_seconds: float = 120.0
+    #: Attempts per delivery before it is given up (APPLIANCE_WEBHOOK_ATTEMPTS):
+    #: 6 attempts with a 120 s start span about an hour.
+    webhook_attempts: int = 6
 
     @property
     def base_url(self) -> str:
@@ -122,6 +132,27 @@ def _roots(text: str) -> tuple[Path, ...]:
     return tuple(roots)
 
 
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().strip("[]").lower() for h in text.split(",") if h.strip())
+    for host in hosts:
+        if not re.match(r"^[a-z0-9.:-]+$", host):
+            raise SettingsError(f"APPLIANCE_WEBHOOK_HOSTS: {host!r} is not a host name")
+    return hosts
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+    if not 0 < value <= 86400:
+        raise SettingsError(f"{name} must be between 0 and 86400 seconds")
+    return value
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, **overrides: object
 ) -> Settings:
@@ -138,11 +169,16 @@ def load_settings(
         rate_limits=_limits(env.get("APPLIANCE_RATE_LIMITS", "")),
         ip_rate_limit=_int(env, "APPLIANCE_IP_RATE_LIMIT", DEFAULT_IP_LIMIT),
         storage_roots=_roots(env.get("APPLIANCE_STORAGE_ROOTS", "")),
+        webhook_hosts=_hosts(env.get("APPLIANCE_WEBHOOK_HOSTS", "127.0.0.1,localhost")),
+        webhook_retry_seconds=_seconds(env, "APPLIANCE_WEBHOOK_RETRY_SECONDS", 120.0),
+        webhook_attempts=_int(env, "APPLIANCE_WEBHOOK_ATTEMPTS", 6),
     ).with_overrides(**overrides)
     if not 1 <= settings.port <= 65535:
         raise SettingsError(f"port must be between 1 and 65535, not {settings.port}")
     if not 1 <= settings.workers <= 64:
         raise SettingsError(f"workers must be between 1 and 64, not {settings.workers}")
+    if not 1 <= settings.webhook_attempts <= 50:
+        raise SettingsError("APPLIANCE_WEBHOOK_ATTEMPTS must be between 1 and 50")
     if not _DEVICE.match(settings.device):
         raise SettingsError(
             "device must be auto, cpu or CUDA indices such as 0 or 0,1,"

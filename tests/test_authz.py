@@ -40,6 +40,7 @@ PROJECT_ID = "/api/projects/{project_id:id}"
 PROJECT_SLUG = "/api/projects/{owner}/{project}"
 MODEL_ID = "/api/models/{model_id:id}"
 MODEL_SLUG = "/api/models/{owner}/{project}/{model}"
+HOOK = "/api/webhooks/{webhook_id:id}"
 
 # level: anyone | signed | user | self | invitee | member | read | write | admin | owner
 TABLE = [
@@ -471,6 +472,19 @@ TABLE = [
         {"id": "{oldmodel}", "type": "model"},
         "write",
     ),
+    ("GET", "/api/webhooks", "/api/webhooks?owner=lab", None, "admin"),
+    (
+        "POST",
+        "/api/webhooks",
+        "/api/webhooks",
+        {"owner": "lab", "url": "http://127.0.0.1:9/hook"},
+        "admin",
+    ),
+    ("GET", HOOK, "/api/webhooks/{webhook}", None, "admin"),
+    ("PATCH", HOOK, "/api/webhooks/{webhook}", {"description": "x"}, "admin"),
+    ("DELETE", HOOK, "/api/webhooks/{webhook}", None, "admin"),
+    ("GET", f"{HOOK}/deliveries", "/api/webhooks/{webhook}/deliveries", None, "admin"),
+    ("POST", f"{HOOK}/test", "/api/webhooks/{webhook}/test", None, "admin"),
 ]
 
 
@@ -543,7 +557,9 @@ def _world(home):
         expires_at="2999-01-01T00:00:00.000Z",
     )
     _analysed(app, dataset["id"])
+    webhook = db.create_webhook(team["id"], "http://127.0.0.1:9/hook", ["ping"], "s")
     ids.update(
+        webhook=webhook["id"],
         image=db.image_by_hash(dataset["id"], "a" * 32)["id"],
         dataset=dataset["id"],
         project=project["id"],

@@ -11,7 +11,7 @@ from pathlib import Path
 from huey import SqliteHuey
 from huey.consumer import Consumer
 
-from .. import vision
+from .. import hooks, vision
 from ..blobs import BlobStore
 from ..errors import ApplianceError
 from ..ids import now
@@ -195,6 +195,7 @@ class JobQueue:
         if status == "completed":
             fields["progress"] = 100.0
         self.db.update_job(job_id, **fields)
+        hooks.job_finished(self.db, job_id, status, error)
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(

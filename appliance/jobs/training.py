@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import hooks
 from ..ids import now
 from .children import describe_exit
 from .materialise import materialise
@@ -65,8 +66,19 @@ def run_training(queue: JobQueue, job: dict) -> None:
                 100.0 * (epoch + 1) / max(epochs, 1),
                 f"epoch {epoch + 1}/{epochs}",
             )
+            hooks.training_event(
+                db,
+                job,
+                "training.epoch",
+                epoch=epoch + 1,
+                epochs=epochs,
+                metrics=event["metrics"],
+            )
         elif kind == "started":
             queue.progress(job["id"], 0, f"training on {event.get('device')}")
+            hooks.training_event(
+                db, job, "training.started", device=event.get("device")
+            )
         elif kind == "warning":
             message = str(event.get("message"))
             logger.warning("job %s: %s", job["id"], message)

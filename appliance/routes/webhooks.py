@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
-from .. import weights
+from .. import hooks, weights
 from ..errors import Conflict, Invalid, NotFound
 from ..ids import SLUG_RE, now, slugify
 from ..vision import TASKS
@@ -233,6 +233,7 @@ def _started(request: Request, user: dict, body: dict, data: dict) -> dict:
     db.update_model(model["id"], **changes)
     if run == 1 or not body.get("modelId"):
         db.clear_epochs(model["id"])
+    hooks.training_event(db, job, "training.started", device=data.get("device"))
     _console_path(request, job["id"]).parent.mkdir(parents=True, exist_ok=True)
     logger.info(
         "model %s/%s/%s: run %d streams in from %s",
@@ -286,6 +287,9 @@ def _epoch_end(request: Request, model: dict, job: dict, data: dict) -> None:
             db.record_epoch(model["id"], epoch, metrics, _number(data.get("fitness")))
         return
     db.record_epoch(model["id"], epoch, metrics, _number(data.get("fitness")))
+    hooks.training_event(
+        db, job, "training.epoch", epoch=epoch + 1, epochs=total, metrics=metrics
+    )
     changes: dict[str, Any] = {}
     if _number(data.get("best_fitness")) is not None:
         changes["best_fitness"] = float(data["best_fitness"])

@@ -367,3 +367,48 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("ingest fixes: an empty classify label is no label", _INGEST_FIXES),
     ("projects and models: trash, clones, details, downloads", _PROJECTS_MODELS),
 ]
+
+MIGRATIONS.append(
+    (
+        "webhooks: endpoints, outbox, delivery log",
+        [
+            """CREATE TABLE webhooks (
+                id TEXT PRIMARY KEY,
+                owner_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+                url TEXT NOT NULL,
+                events TEXT NOT NULL,
+                description TEXT NOT NULL DEFAULT '',
+                secret TEXT NOT NULL,
+                active INTEGER NOT NULL DEFAULT 1,
+                created_by TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX webhooks_owner ON webhooks (owner_id, created_at)",
+            """CREATE TABLE webhook_outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+                event_id TEXT NOT NULL,
+                event TEXT NOT NULL,
+                body TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                due REAL NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX webhook_outbox_due ON webhook_outbox (due)",
+            """CREATE TABLE webhook_deliveries (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+                event_id TEXT NOT NULL,
+                event TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                status_code INTEGER,
+                duration_ms INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                failure TEXT,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX webhook_deliveries_hook ON webhook_deliveries (webhook_id, id)",
+        ],
+    )
+)

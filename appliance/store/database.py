@@ -17,6 +17,7 @@ from ._accounts import AccountsMixin
 from ._dataset_ops import DatasetOpsMixin
 from ._datasets import DatasetsMixin
 from ._embeddings import EmbeddingsMixin
+from ._hooks import HooksMixin
 from ._jobs import JobsMixin
 from ._model_ops import ModelOpsMixin
 from ._models import ModelsMixin
@@ -35,6 +36,7 @@ class Database(
     VersionsMixin,
     EmbeddingsMixin,
     ModelOpsMixin,
+    HooksMixin,
 ):
     """Metadata for one appliance. Safe to share between threads: each thread gets
     its own connection, and writes are serialised by one lock."""
