@@ -49,6 +49,13 @@ class Settings:
     #: stand-in for cloud buckets). Set with APPLIANCE_STORAGE_ROOTS, absolute
     #: paths separated by os.pathsep; none by default.
     storage_roots: tuple[Path, ...] = ()
+    #: A training job whose trainer sends nothing (no batch, no epoch, no beat) for
+    #: this many seconds is shown `stalled` (APPLIANCE_STALL_SECONDS).
+    stall_seconds: int = 600
+    #: ... and after this many it fails with code `stalled` and its trainer is
+    #: killed, freeing the GPU (APPLIANCE_FAIL_SECONDS). A run streamed in from
+    #: elsewhere fails after this long without events.
+    fail_seconds: int = 1800
 
     @property
     def base_url(self) -> str:
@@ -138,11 +145,18 @@ def load_settings(
         rate_limits=_limits(env.get("APPLIANCE_RATE_LIMITS", "")),
         ip_rate_limit=_int(env, "APPLIANCE_IP_RATE_LIMIT", DEFAULT_IP_LIMIT),
         storage_roots=_roots(env.get("APPLIANCE_STORAGE_ROOTS", "")),
+        stall_seconds=_int(env, "APPLIANCE_STALL_SECONDS", 600),
+        fail_seconds=_int(env, "APPLIANCE_FAIL_SECONDS", 1800),
     ).with_overrides(**overrides)
     if not 1 <= settings.port <= 65535:
         raise SettingsError(f"port must be between 1 and 65535, not {settings.port}")
     if not 1 <= settings.workers <= 64:
         raise SettingsError(f"workers must be between 1 and 64, not {settings.workers}")
+    if not 1 <= settings.stall_seconds < settings.fail_seconds:
+        raise SettingsError(
+            "stall seconds must be at least 1 and below fail seconds, not"
+            f" {settings.stall_seconds} and {settings.fail_seconds}"
+        )
     if not _DEVICE.match(settings.device):
         raise SettingsError(
             "device must be auto, cpu or CUDA indices such as 0 or 0,1,"
