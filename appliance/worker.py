@@ -41,8 +41,9 @@ class Events:
             self._out.flush()
             self._last_beat = time.monotonic()
 
-    def beat(self) -> None:
-        """A sign of life for the parent's watchdog, at most every beat_seconds."""
+    def beat(self, *_: Any) -> None:
+        """A sign of life for the parent's watchdog, at most every beat_seconds
+        (also a callback: ultralytics passes the trainer or validator)."""
         if time.monotonic() - self._last_beat >= self.beat_seconds:
             self.send("beat", system=system_figures())
 
@@ -51,7 +52,10 @@ def _beat_while(events: Events, until: threading.Event) -> None:
     """Beat from a thread while ultralytics sets up (imports, dataset scans),
     where no callback runs; training's own callbacks beat after that."""
     while not until.wait(events.beat_seconds / 2):
-        events.beat()
+        try:
+            events.beat()
+        except Exception:  # a beat lost is no reason to stop beating
+            logger.exception("could not send a heartbeat")
 
 
 _cpu_times: list[int] = []
@@ -72,9 +76,11 @@ def system_figures() -> dict[str, float]:
         out["ramTotalGb"] = round(memory.total / 1024**3, 2)
     else:
         out.update(_proc_figures())
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["gpuMemoryGb"] = round(torch.cuda.memory_reserved() / 1024**3, 2)
+    # Only once torch is fully imported (the setup thread may run mid-import),
+    # and only when it already uses CUDA: asking would otherwise start it.
+    cuda = getattr(sys.modules.get("torch"), "cuda", None)
+    if cuda is not None and cuda.is_initialized():
+        out["gpuMemoryGb"] = round(cuda.memory_reserved() / 1024**3, 2)
     return out
 
 
@@ -144,6 +150,8 @@ def _resolve_model(spec: dict, events: Events) -> str:
 
 def train(spec: dict, events: Events) -> None:
     home = Path(spec["home"])
+    set_up = threading.Event()
+    threading.Thread(target=_beat_while, args=(events, set_up), daemon=True).start()
     vision.import_ultralytics(home)
     from ultralytics import YOLO
 
@@ -165,9 +173,18 @@ def train(spec: dict, events: Events) -> None:
         if cancel_file.exists():
             trainer.stop = True
 
+    under_way: dict[str, int] = {}
+
+    def on_epoch_start(trainer: Any) -> None:
+        under_way["epoch"] = trainer.epoch
+        events.beat()
+
     def on_fit_epoch_end(trainer: Any) -> None:
-        if trainer.epoch >= trainer.epochs:
-            return  # ultralytics' final validation of best.pt; reported in "done"
+        if trainer.epoch != under_way.get("epoch"):
+            # ultralytics' final validation of best.pt, called as the epoch after
+            # the last one run (even when a cancel ended the run early); "done"
+            # reports it
+            return
         metrics = {
             **trainer.label_loss_items(trainer.tloss, prefix="train"),
             **(trainer.metrics or {}),
@@ -188,8 +205,6 @@ def train(spec: dict, events: Events) -> None:
             trainer.stop = True
             _keep_resumable(trainer)
 
-    set_up = threading.Event()
-
     def on_train_start(trainer: Any) -> None:
         set_up.set()
         events.send(
@@ -202,7 +217,15 @@ def train(spec: dict, events: Events) -> None:
 
     model.add_callback("on_train_start", on_train_start)
     model.add_callback("on_train_batch_end", on_batch_end)
-    model.add_callback("on_val_batch_end", lambda _validator: events.beat())
+    model.add_callback("on_train_epoch_start", on_epoch_start)
+    for name in (
+        "on_train_batch_start",
+        "on_val_start",
+        "on_val_batch_end",
+        "on_model_save",
+        "on_train_end",
+    ):
+        model.add_callback(name, events.beat)
     model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
     if resume:
         # The checkpoint holds the run's own arguments; only these may change.
@@ -220,7 +243,6 @@ def train(spec: dict, events: Events) -> None:
             "device": device,
             "verbose": True,
         }
-    threading.Thread(target=_beat_while, args=(events, set_up), daemon=True).start()
     try:
         model.train(**args)
     finally:

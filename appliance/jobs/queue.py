@@ -179,6 +179,11 @@ class JobQueue:
         )
 
     def cancel(self, job_id: str) -> None:
+        # A trainer checks for this file after every batch: no wait for the
+        # parent's next look at the database.
+        run = self.settings.runs / job_id
+        if run.is_dir():
+            (run / "cancel").touch()
         with self.db.atomic() as db:
             db.execute(
                 "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",

@@ -74,8 +74,8 @@ class JobsMixin:
         marks = ",".join("?" for _ in ACTIVE)
         return self.query(f"SELECT * FROM jobs WHERE status IN ({marks})", list(ACTIVE))
 
-    def update_job_if(self, job_id: str, status: str, **fields: Any) -> bool:
-        """Update a job only while it is still in `status`; True when it was."""
+    def update_job_if(self, job_id: str, current: str, **fields: Any) -> bool:
+        """Update a job only while its status is still `current`; True when it was."""
         stamp = now()
         fields["updated_at"] = stamp
         if fields.get("status") in FINISHED:
@@ -87,6 +87,6 @@ class JobsMixin:
         with self.atomic() as db:
             cursor = db.execute(
                 f"UPDATE jobs SET {columns} WHERE id = ? AND status = ?",
-                [*values, job_id, status],
+                [*values, job_id, current],
             )
             return cursor.rowcount == 1

@@ -1,0 +1,307 @@
+"""Training jobs that never get lost: checked arguments, a queue sized to the
+devices, cancel within an epoch, the watchdog, and resume after a run ends early.
+
+Real ultralytics trains (imgsz 32 on the BASE dataset's four 64x64 images) in
+real child processes of the real queue; GPU placement is tested through its pure
+functions with made-up device lists."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from types import SimpleNamespace
+
+import pytest
+from conftest import Api, base_files, make_app, write_zip
+from contract import problems
+from starlette.testclient import TestClient
+
+from appliance import gpus, trainargs
+from appliance.jobs.watchdog import verdict
+from appliance.ratelimit import parse_limits
+
+ONE = "/api/models/{owner}/{project}/{model}"
+TRAINING = f"{ONE}/training"
+
+
+def ok(method: str, template: str, body: dict, status: int = 200) -> dict:
+    assert problems(method, template, status, body) == []
+    return body
+
+
+@pytest.fixture
+def lab(home, tmp_path):
+    app, key = make_app(
+        home,
+        device="cpu",
+        stall_seconds=6,
+        fail_seconds=14,
+        ip_rate_limit=0,
+        rate_limits={name: 0 for name in parse_limits("")},
+    )
+    with TestClient(app) as client:
+        api = Api(client, key)
+        api("POST", "/api/datasets", 201, json={"dataset": "base", "name": "Base"})
+        data = write_zip(tmp_path / "base.zip", base_files()).read_bytes()
+        assert api.ingest("base", "base.zip", data)["status"] == "ready"
+        api("POST", "/api/projects", 201, json={"project": "p", "name": "P"})
+        yield SimpleNamespace(app=app, api=api, client=client, db=app.state.services.db)
+
+
+def _model(lab, slug: str) -> dict:
+    return lab.api("POST", "/api/models", 201, json={"project": "p", "model": slug})
+
+
+def _start(lab, slug: str, epochs: int = 1, status: int = 200, **body) -> dict:
+    model = _model(lab, slug)
+    train_args = {
+        "model": "yolo26n.yaml",
+        "data": "ul://alice/datasets/base",
+        "epochs": epochs,
+        "imgsz": 32,
+        "batch": 4,
+        **body.pop("trainArgs", {}),
+    }
+    started = lab.api(
+        "POST",
+        "/api/training/start",
+        status,
+        json={"modelId": model["id"], "trainArgs": train_args, **body},
+    )
+    ok("POST", "/api/training/start", started, status)
+    if status != 200:
+        assert lab.api("GET", f"/api/models/alice/p/{slug}/training")["job"] is None
+        return started  # the error
+    return model
+
+
+def _training(lab, slug: str) -> dict:
+    body = lab.api("GET", f"/api/models/alice/p/{slug}/training")
+    return ok("GET", TRAINING, body)["job"]
+
+
+def _wait(fetch, done, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fetch()
+        if done(value):
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}: {value}")
+
+
+def _job(lab, slug: str) -> dict:
+    model = lab.db.model_by_slug(lab.db.project_by_slug(_alice(lab), "p")["id"], slug)
+    return lab.db.latest_job(model["id"], "train")
+
+
+def _alice(lab) -> str:
+    return lab.db.query_one("SELECT id FROM users WHERE username = 'alice'")["id"]
+
+
+# -- pure functions ------------------------------------------------------------
+
+
+def test_devices_are_named_as_the_platform_names_gpus():
+    smi = "0, NVIDIA GeForce RTX 4090, 24564\n1, NVIDIA GeForce RTX 4090, 24564\n2, NVIDIA H100 80GB HBM3, 81559\nbad line\n"
+    rows = gpus.parse_nvidia_smi(smi)
+    assert rows[0] == ("0", "NVIDIA GeForce RTX 4090", 24.0)
+    devices = gpus.devices_from(rows, "auto")
+    assert [d.gpu_type for d in devices] == ["rtx-4090", "rtx-4090-2", "h100-80gb-hbm3"]
+    assert [d.index for d in gpus.devices_from(rows, "1,2")] == ["1", "2"]
+    assert gpus.devices_from(rows, "cpu") == [gpus.CPU]
+    assert gpus.devices_from([], "auto") == [gpus.CPU]
+    assert gpus.pick(devices, "h100-80gb-hbm3").index == "2"
+    assert gpus.pick(devices, "2").gpu_type == "h100-80gb-hbm3"
+    assert gpus.pick(devices, "a100-80gb-sxm") is None
+    assert [gpus.load_level(*x) for x in [(0, 0), (1, 0), (1, 2), (0, 3)]] == [
+        "High",
+        "Medium",
+        "Low",
+        "High",
+    ]
+
+
+def test_watchdog_verdicts():
+    assert verdict(1, "running", 3, 8) is None
+    assert verdict(3, "running", 3, 8) == "stall"
+    assert verdict(5, "stalled", 3, 8) is None
+    assert verdict(1, "stalled", 3, 8) == "resume"
+    assert verdict(8, "stalled", 3, 8) == "fail"
+    assert verdict(9, "starting", 3, 8) == "fail"
+
+
+def test_argument_types_follow_ultralytics():
+    sets = trainargs.type_sets()
+    assert "lr0" in sets["CFG_FRACTION_KEYS"] and "epochs" in sets["CFG_INT_KEYS"]
+    for args, needle in [
+        ({"epochs": 1.5}, "epochs"),
+        ({"cos_lr": "yes"}, "cos_lr"),
+        ({"lr0": 0.5}, "lr0"),
+        ({"hsv_h": float("nan")}, "hsv_h"),
+        ({"optimizer": "Lion"}, "optimizer"),
+        ({"imgsz": 8192}, "imgsz"),
+        ({"epoch": 3}, "epoch"),
+    ]:
+        with pytest.raises(trainargs.Invalid) as caught:
+            trainargs.check_arguments(args)
+        assert needle in caught.value.message, args
+    trainargs.check_arguments(
+        {"epochs": 3, "lr0": 0.01, "cos_lr": True, "batch": 0.7, "optimizer": "SGD"}
+    )
+
+
+# -- through the API -----------------------------------------------------------
+
+
+def test_bad_starts_are_400s_that_name_the_argument(lab):
+    for extra, needle in [
+        ({"trainArgs": {"lr0": 2}}, "lr0"),
+        ({"trainArgs": {"mosaic": "lots"}}, "mosaic"),
+        ({"trainArgs": {"warmup": 3}}, "warmup"),
+        ({"trainArgs": {"epochs": "3"}}, "epochs"),
+        ({"gpuType": "h100-sxm"}, "cpu"),  # the local devices are listed
+    ]:
+        error = _start(lab, f"bad-{len(needle)}-{needle[:3]}", status=400, **extra)
+        assert needle in error["error"], (extra, error)
+    response = lab.client.post(
+        "/api/training/start",
+        headers=lab.api.auth,
+        json={
+            "modelId": _model(lab, "named")["id"],
+            "trainArgs": {"model": "yolo26n.yaml", "data": "x", "epochs": 1, "lr0": 9},
+        },
+    )
+    assert response.status_code == 400 and "lr0" in response.json()["error"]
+    ok("POST", "/api/training/start", response.json(), 400)
+
+
+def test_one_job_per_device_cancel_within_an_epoch_and_early_weights(lab):
+    _start(lab, "first", epochs=3, gpuType="cpu")
+    _wait(
+        lambda: _training(lab, "first"), lambda j: j["status"] != "pending", 30, "claim"
+    )
+    second = _start(lab, "second", epochs=1)
+    waiting = _training(lab, "second")
+    assert waiting["status"] == "pending"
+    listed = lab.api("GET", "/api/jobs?status=queued")["jobs"]
+    assert [j["queuePosition"] for j in listed if j["subjectId"] == second["id"]] == [1]
+    busy = ok(
+        "GET",
+        "/api/training/gpu-availability",
+        lab.api("GET", "/api/training/gpu-availability"),
+    )
+    assert busy == {"cpu": "Low"}
+
+    seen = _wait(
+        lambda: _training(lab, "first"),
+        lambda j: j["progress"]["currentEpoch"] >= 1,
+        90,
+        "epoch 1",
+    )["progress"]["currentEpoch"]
+    cancelled = lab.api("DELETE", "/api/models/alice/p/first/training")
+    ok("DELETE", TRAINING, cancelled)
+    job = _wait(
+        lambda: _training(lab, "first"),
+        lambda j: j["status"] not in ("running", "starting"),
+        60,
+        "cancel",
+    )
+    assert job["status"] == "cancelled"
+    # It stops within the epoch under way when the cancel came.
+    assert seen <= job["progress"]["currentEpoch"] <= min(seen + 1, 2)
+    assert job["compute"] == {
+        "gpuType": "cpu",
+        "gpuDisplayName": "CPU",
+        "gpuMemoryGb": 0.0,
+    }
+
+    # The early run's best weights: files, download, export.
+    detail = lab.api("GET", "/api/models/alice/p/first")["model"]
+    assert detail["status"] == "cancelled" and detail["hasWeights"] is True
+    assert detail["metadata"]["datasetVersion"] == 1
+    assert lab.api("GET", "/api/models/alice/p/first/download")["size"] > 0
+    url = lab.api("GET", "/api/models/alice/p/first/files")["files"][0]["downloadUrl"]
+    assert lab.client.get(url).status_code == 200
+    lab.api(
+        "POST", "/api/models/alice/p/first/exports", 201, json={"format": "torchscript"}
+    )
+
+    # The device freed: the waiting job ran, on the same dataset version.
+    done = _wait(
+        lambda: _training(lab, "second"),
+        lambda j: j["status"] in ("completed", "failed"),
+        90,
+        "second run",
+    )
+    assert done["status"] == "completed", done
+    row = _job(lab, "second")
+    assert row["args"]["datasetVersion"] == 1 and row["device"] == "cpu"
+    assert row["result"]["system"]["ramTotalGb"] > 0
+    assert "cpuPercent" in row["result"]["system"]
+    assert lab.api("GET", "/api/training/gpu-availability") == {"cpu": "High"}
+    log = (lab.app.state.services.settings.runs / row["id"] / "train.log").read_text()
+    assert "1 epochs completed" in log
+
+
+def test_a_frozen_trainer_stalls_then_fails_and_the_run_resumes(lab):
+    model = _start(lab, "frozen", epochs=3)
+    _wait(
+        lambda: _training(lab, "frozen"),
+        lambda j: j["progress"]["currentEpoch"] >= 1,
+        90,
+        "epoch 1",
+    )
+    queue = lab.app.state.services.queue
+    job_id = _job(lab, "frozen")["id"]
+    proc = queue.children._procs[job_id]
+    os.killpg(proc.pid, signal.SIGSTOP)  # hung: alive, silent
+
+    stalled = _wait(
+        lambda: _training(lab, "frozen"),
+        lambda j: j["error"] is not None,
+        30,
+        "stalled",
+    )
+    assert stalled["status"] == "running" and stalled["error"]["code"] == "stalled"
+    listed = lab.api("GET", "/api/jobs?status=stalled")["jobs"]
+    assert [j["id"] for j in listed] == [job_id]
+    assert listed[0]["message"].startswith("stalled")
+
+    failed = _wait(
+        lambda: _training(lab, "frozen"),
+        lambda j: j["status"] == "failed",
+        30,
+        "failed",
+    )
+    assert failed["error"]["code"] == "stalled"
+    _wait(lambda: proc.poll(), lambda code: code is not None, 15, "trainer killed")
+    assert proc.returncode == -signal.SIGKILL
+    _wait(
+        lambda: job_id in queue.children._procs, lambda live: not live, 15, "child gone"
+    )
+    assert lab.api("GET", "/api/models/alice/p/frozen")["model"]["hasWeights"] is True
+    epochs_before = {e["epoch"]: e["metrics"] for e in lab.db.epochs(model["id"])}
+
+    resumed = lab.api("POST", "/api/models/alice/p/frozen/training/resume")
+    assert resumed["status"] == "starting" and resumed["resumedFrom"] == job_id
+    done = _wait(
+        lambda: _training(lab, "frozen"),
+        lambda j: j["status"] in ("completed", "failed"),
+        120,
+        "resumed run",
+    )
+    assert done["status"] == "completed", done
+    assert done["progress"]["currentEpoch"] == 3
+    epochs = {e["epoch"]: e["metrics"] for e in lab.db.epochs(model["id"])}
+    assert sorted(epochs) == [0, 1, 2]
+    assert all(epochs[e] == m for e, m in epochs_before.items())  # kept, not redone
+    log = (
+        lab.app.state.services.settings.runs / resumed["jobId"] / "train.log"
+    ).read_text()
+    assert "resuming" in log.lower()
+    nothing = lab.client.post(
+        "/api/models/alice/p/frozen/training/resume", headers=lab.api.auth
+    )
+    assert nothing.status_code == 409
