@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -22,6 +24,8 @@ from appliance.jobs.watchdog import verdict
 from appliance.ratelimit import parse_limits
 
 ONE = "/api/models/{owner}/{project}/{model}"
+#: Tests poll often; rate limits are tested elsewhere.
+UNLIMITED = {"ip_rate_limit": 0, "rate_limits": {name: 0 for name in parse_limits("")}}
 TRAINING = f"{ONE}/training"
 
 
@@ -30,16 +34,10 @@ def ok(method: str, template: str, body: dict, status: int = 200) -> dict:
     return body
 
 
-@pytest.fixture
-def lab(home, tmp_path):
-    app, key = make_app(
-        home,
-        device="cpu",
-        stall_seconds=6,
-        fail_seconds=14,
-        ip_rate_limit=0,
-        rate_limits={name: 0 for name in parse_limits("")},
-    )
+@contextmanager
+def _lab(home, tmp_path, **settings):
+    """The app on CPU with one user, the BASE dataset ingested and a project."""
+    app, key = make_app(home, device="cpu", **UNLIMITED, **settings)
     with TestClient(app) as client:
         api = Api(client, key)
         api("POST", "/api/datasets", 201, json={"dataset": "base", "name": "Base"})
@@ -47,6 +45,12 @@ def lab(home, tmp_path):
         assert api.ingest("base", "base.zip", data)["status"] == "ready"
         api("POST", "/api/projects", 201, json={"project": "p", "name": "P"})
         yield SimpleNamespace(app=app, api=api, client=client, db=app.state.services.db)
+
+
+@pytest.fixture
+def lab(home, tmp_path):
+    with _lab(home, tmp_path) as made:
+        yield made
 
 
 def _model(lab, slug: str) -> dict:
@@ -245,7 +249,12 @@ def test_one_job_per_device_cancel_within_an_epoch_and_early_weights(lab):
     assert "1 epochs completed" in log
 
 
-def test_a_frozen_trainer_stalls_then_fails_and_the_run_resumes(lab):
+def test_a_frozen_trainer_stalls_then_fails_and_can_resume(home, tmp_path):
+    with _lab(home, tmp_path, stall_seconds=4, fail_seconds=9) as lab:
+        _frozen(lab)
+
+
+def _frozen(lab) -> None:
     model = _start(lab, "frozen", epochs=3)
     _wait(
         lambda: _training(lab, "frozen"),
@@ -285,26 +294,98 @@ def test_a_frozen_trainer_stalls_then_fails_and_the_run_resumes(lab):
         15,
         "weights kept",
     )
-    epochs_before = {e["epoch"]: e["metrics"] for e in lab.db.epochs(model["id"])}
-
     resumed = lab.api("POST", "/api/models/alice/p/frozen/training/resume")
     assert resumed["status"] == "starting" and resumed["resumedFrom"] == job_id
-    done = _wait(
+    assert resumed["checkpoint"] == "last.pt"
+    again = lab.client.post(
+        f"/api/models/{model['id']}/training/resume", headers=lab.api.auth
+    )
+    assert again.status_code == 409  # already under way
+    lab.api("DELETE", "/api/models/alice/p/frozen/training")
+    _wait(
         lambda: _training(lab, "frozen"),
-        lambda j: j["status"] in ("completed", "failed"),
-        120,
-        "resumed run",
+        lambda j: j["status"] == "cancelled",
+        60,
+        "resumed run cancelled",
     )
-    assert done["status"] == "completed", done
-    assert done["progress"]["currentEpoch"] == 3
-    epochs = {e["epoch"]: e["metrics"] for e in lab.db.epochs(model["id"])}
-    assert sorted(epochs) == [0, 1, 2]
-    assert all(epochs[e] == m for e, m in epochs_before.items())  # kept, not redone
-    log = (
-        lab.app.state.services.settings.runs / resumed["jobId"] / "train.log"
-    ).read_text()
-    assert "resuming" in log.lower()
-    nothing = lab.client.post(
-        "/api/models/alice/p/frozen/training/resume", headers=lab.api.auth
+
+
+def test_a_quiet_streamed_run_fails_and_a_quiet_local_one_stalls(home):
+    app, key = make_app(home, run_queue=False, stall_seconds=60, fail_seconds=120)
+    services = app.state.services
+    db, queue = services.db, services.queue
+    with TestClient(app) as client:
+        api = Api(client, key)
+        api("POST", "/api/projects", 201, json={"project": "p", "name": "P"})
+        models = [
+            api("POST", "/api/models", 201, json={"project": "p", "model": slug})
+            for slug in ("remote", "local")
+        ]
+    user = db.query_one("SELECT id FROM users")["id"]
+    remote = db.create_job(
+        "train", models[0]["id"], user, {"remote": True}, status="running"
     )
-    assert nothing.status_code == 409
+    local = db.create_job(
+        "train", models[1]["id"], user, {"trainArgs": {}}, status="running"
+    )
+    ago = (datetime.now(UTC) - timedelta(seconds=90)).isoformat()
+    db.update_job(remote["id"], heartbeat_at="2000-01-01T00:00:00.000Z")
+    db.update_job(local["id"], heartbeat_at=ago.replace("+00:00", "Z"))
+    queue.watchdog.check()
+    ended = db.job(remote["id"])
+    assert ended["status"] == "failed" and ended["error"]["code"] == "stalled"
+    assert db.model(models[0]["id"])["training_error"]["code"] == "stalled"
+    assert db.job(local["id"])["status"] == "stalled"
+    queue.beat(local["id"])
+    queue.watchdog.check()
+    assert db.job(local["id"])["status"] == "running"
+
+
+def test_a_run_interrupted_by_a_restart_resumes(home, tmp_path):
+    from appliance.app import create_app
+
+    app, key = make_app(home, device="cpu", **UNLIMITED)
+    settings = app.state.services.settings
+    with TestClient(app) as client:
+        lab = SimpleNamespace(
+            app=app, api=Api(client, key), client=client, db=app.state.services.db
+        )
+        lab.api("POST", "/api/datasets", 201, json={"dataset": "base", "name": "Base"})
+        data = write_zip(tmp_path / "base.zip", base_files()).read_bytes()
+        lab.api.ingest("base", "base.zip", data)
+        lab.api("POST", "/api/projects", 201, json={"project": "p", "name": "P"})
+        model = _start(lab, "restarted", epochs=3)
+        _wait(
+            lambda: _training(lab, "restarted"),
+            lambda j: j["progress"]["currentEpoch"] >= 1,
+            90,
+            "epoch 1",
+        )
+    # The appliance stopped mid-run; a new one starts on the same data home.
+    app = create_app(settings)
+    with TestClient(app) as client:
+        lab = SimpleNamespace(
+            app=app, api=Api(client, key), client=client, db=app.state.services.db
+        )
+        job = _training(lab, "restarted")
+        assert job["status"] == "failed" and job["error"]["code"] == "interrupted"
+        before = {e["epoch"]: e["metrics"] for e in lab.db.epochs(model["id"])}
+        assert before
+        resumed = lab.api("POST", f"/api/models/{model['id']}/training/resume")
+        done = _wait(
+            lambda: _training(lab, "restarted"),
+            lambda j: j["status"] in ("completed", "failed"),
+            120,
+            "resumed run",
+        )
+        assert done["status"] == "completed", done
+        epochs = {e["epoch"]: e["metrics"] for e in lab.db.epochs(model["id"])}
+        assert sorted(epochs) == [0, 1, 2] and done["progress"]["currentEpoch"] == 3
+        assert all(epochs[e] == m for e, m in before.items())  # kept, not redone
+        log = settings.runs / resumed["jobId"] / "train.log"
+        assert "resuming" in log.read_text().lower()
+        again = lab.client.post(
+            "/api/models/alice/p/restarted/training/resume", headers=lab.api.auth
+        )
+        assert again.status_code == 409  # nothing left to resume
+        assert lab.db.job(resumed["jobId"])["args"]["resume"]["from"] == job["id"]
