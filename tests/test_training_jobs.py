@@ -231,6 +231,8 @@ def test_one_job_per_device_cancel_within_an_epoch_and_early_weights(lab):
     lab.api(
         "POST", "/api/models/alice/p/first/exports", 201, json={"format": "torchscript"}
     )
+    listed = lab.api("GET", "/api/models/completed")["models"]
+    assert [(m["model"], m["status"]) for m in listed] == [("first", "cancelled")]
 
     # The device freed: the waiting job ran, on the same dataset version.
     done = _wait(

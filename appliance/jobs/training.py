@@ -32,6 +32,8 @@ def run_training(queue: JobQueue, job: dict) -> None:
     data_yaml, digest = materialise(
         db, queue.blobs, settings.home / "datasets", job["args"]["datasetId"]
     )
+    if not db.update_job_if(job["id"], "starting", message="starting the trainer"):
+        return  # the watchdog or a cancel ended it while the dataset was laid out
     model = db.model(model_id)
     db.update_model(
         model_id,
