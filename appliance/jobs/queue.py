@@ -67,9 +67,12 @@ class JobQueue:
 
     def start(self) -> None:
         self.recover()
+        # A training job holds a thread while its trainer runs: with one per
+        # device, a thread is still left for ingests and exports.
+        workers = max(self.settings.workers, len(self.devices) + 1)
         self._consumer = _QuietConsumer(
             self.huey,
-            workers=self.settings.workers,
+            workers=workers,
             periodic=False,
             check_worker_health=False,
             max_delay=1.0,
@@ -77,7 +80,11 @@ class JobQueue:
         self._consumer.start()
         self.watchdog.start()
         self.dispatch_training()
-        logger.info("job queue started with %d workers", self.settings.workers)
+        logger.info(
+            "job queue started with %d workers; training on %s",
+            workers,
+            ", ".join(d.gpu_type for d in self.devices),
+        )
 
     def stop(self) -> None:
         """End running children, stop the consumer and leave no job 'running'."""
