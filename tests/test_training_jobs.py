@@ -228,6 +228,18 @@ def test_one_job_per_device_cancel_within_an_epoch_and_early_weights(lab):
     assert lab.api("GET", "/api/models/alice/p/first/download")["size"] > 0
     url = lab.api("GET", "/api/models/alice/p/first/files")["files"][0]["downloadUrl"]
     assert lab.client.get(url).status_code == 200
+    # A cancelled run can be resumed too, from the copy of last.pt kept at the
+    # cancel (ultralytics strips the optimizer from last.pt when a run stops).
+    resumed = lab.api("POST", "/api/models/alice/p/first/training/resume")
+    assert resumed["checkpoint"] == "resume.pt"
+    assert _training(lab, "first")["status"] in ("pending", "starting", "running")
+    lab.api("DELETE", "/api/models/alice/p/first/training")
+    _wait(
+        lambda: _training(lab, "first"),
+        lambda j: j["status"] == "cancelled",
+        60,
+        "resumed run cancelled",
+    )
     listed = lab.api("GET", "/api/models/completed")["models"]
     assert [(m["model"], m["status"]) for m in listed] == [("first", "cancelled")]
 

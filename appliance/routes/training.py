@@ -200,12 +200,22 @@ async def resume(request: Request):
             " first epoch); start training again instead"
         )
     dataset = _ready_dataset(request, job["args"]["datasetId"])
+    version = await run_in_threadpool(_version_for, request, dataset, model)
     svc.db.update_model(
-        model["id"], status="starting", training_error=None, completed_at=None
+        model["id"],
+        status="starting",
+        training_error=None,
+        completed_at=None,
+        metadata={
+            **(model.get("metadata") or {}),
+            "datasetVersion": version["version"],
+            "datasetVersionId": version["id"],
+        },
     )
     args = {
         **job["args"],
         "datasetId": dataset["id"],
+        "datasetVersion": version["version"],
         "resume": {
             "from": job["id"],
             "runDir": str(folder),
