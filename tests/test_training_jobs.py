@@ -258,6 +258,9 @@ def test_one_job_per_device_cancel_within_an_epoch_and_early_weights(lab):
     assert lab.api("GET", "/api/training/gpu-availability") == {"cpu": "High"}
     log = (lab.app.state.services.settings.runs / row["id"] / "train.log").read_text()
     assert "1 epochs completed" in log
+    followed = lab.api("GET", f"/api/jobs/{row['id']}")["job"]
+    assert "1 epochs completed" in followed["logTail"]
+    assert followed["result"]["system"] == row["result"]["system"]
     # ... and exports (accepted last: the export itself is tested elsewhere)
     lab.api(
         "POST", "/api/models/alice/p/first/exports", 201, json={"format": "torchscript"}

@@ -5,6 +5,7 @@ the verdict on every file it read."""
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -69,7 +70,12 @@ async def retrieve(request: Request):
     job = db.job(request.path_params["job_id"])
     if job is None or job["user_id"] != user["id"]:
         raise NotFound("Job not found")
-    out = job_json(job, services(request).queue)
+    svc = services(request)
+    out = job_json(job, svc.queue)
+    if job["kind"] == "train":
+        # the end of the trainer's console output (ultralytics' own log)
+        log = svc.settings.runs / job["id"] / "train.log"
+        out["logTail"] = await run_in_threadpool(svc.queue.log_tail, log, 40)
     if job["kind"] == "ingest":
         out.update(_report_page(request, job, out))
     return reply({"job": out})
