@@ -407,3 +407,16 @@ def test_a_run_interrupted_by_a_restart_resumes(home, tmp_path):
         )
         assert again.status_code == 409  # nothing left to resume
         assert lab.db.job(resumed["jobId"])["args"]["resume"]["from"] == job["id"]
+
+
+def test_watchdog_thresholds_are_settings(tmp_path):
+    from appliance.settings import SettingsError, load_settings
+
+    env = {"APPLIANCE_STALL_SECONDS": "30", "APPLIANCE_FAIL_SECONDS": "90"}
+    settings = load_settings(env, home=str(tmp_path))
+    assert (settings.stall_seconds, settings.fail_seconds) == (30, 90)
+    assert load_settings({}, home=str(tmp_path)).fail_seconds == 1800
+    for stall, fail in (("90", "30"), ("0", "5"), ("x", "5")):
+        env = {"APPLIANCE_STALL_SECONDS": stall, "APPLIANCE_FAIL_SECONDS": fail}
+        with pytest.raises(SettingsError):
+            load_settings(env, home=str(tmp_path))
