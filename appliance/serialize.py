@@ -414,7 +414,11 @@ def model_json(row: dict, epochs: list[dict]) -> dict[str, Any]:
     return out
 
 
-def training_json(job: dict, model: dict, epochs: list[dict]) -> dict[str, Any]:
+def training_json(
+    job: dict, model: dict, epochs: list[dict], compute: dict | None = None
+) -> dict[str, Any]:
+    """The contract's training progress. `compute` is the device the job runs on
+    (gpuType, gpuDisplayName, gpuMemoryGb), when it has one."""
     train_args = job["args"].get("trainArgs", {})
     total = _as_int(train_args.get("epochs")) or 0
     current = len(epochs)
@@ -445,6 +449,13 @@ def training_json(job: dict, model: dict, epochs: list[dict]) -> dict[str, Any]:
             "code": job["error"].get("code", job["status"]),
             "timestamp": job["finished_at"] or job["updated_at"],
         }
+    elif job["status"] == "stalled":
+        # Still running as far as anyone knows, but its trainer has gone quiet.
+        error = {
+            "message": job["message"],
+            "code": "stalled",
+            "timestamp": job["updated_at"],
+        }
     return {
         "id": job["id"],
         "status": status,
@@ -454,7 +465,7 @@ def training_json(job: dict, model: dict, epochs: list[dict]) -> dict[str, Any]:
             "timePerEpochMs": per_epoch,
             "etaMs": per_epoch * max(total - current, 0) if status == "running" else 0,
         },
-        "compute": None,
+        "compute": compute,
         "trainArgs": {
             k: train_args[k]
             for k in ("model", "epochs", "batch", "imgsz")
@@ -468,11 +479,14 @@ def training_json(job: dict, model: dict, epochs: list[dict]) -> dict[str, Any]:
 
 
 def _public_training_status(job: dict, model: dict) -> str:
-    """Our job states on the contract's enum: queued waits as 'starting';
+    """Our job states on the contract's enum: a job waiting for a device is
+    'pending'; 'stalled' still runs (its error says it is stalled);
     'interrupted' is a failure whose error code says so."""
     status = job["status"]
     if status == "queued":
-        return "starting"
+        return "pending"
+    if status == "stalled":
+        return "running"
     if status == "interrupted":
         return "failed"
     if status == "running" and model["status"] != "running":

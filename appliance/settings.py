@@ -59,6 +59,13 @@ class Settings:
     #: Attempts per delivery before it is given up (APPLIANCE_WEBHOOK_ATTEMPTS):
     #: 6 attempts with a 120 s start span about an hour.
     webhook_attempts: int = 6
+    #: A training job whose trainer sends nothing (no batch, no epoch, no beat) for
+    #: this many seconds is shown `stalled` (APPLIANCE_STALL_SECONDS).
+    stall_seconds: int = 600
+    #: ... and after this many it fails with code `stalled` and its trainer is
+    #: killed, freeing the GPU (APPLIANCE_FAIL_SECONDS). A run streamed in from
+    #: elsewhere fails after this long without events.
+    fail_seconds: int = 1800
 
     @property
     def base_url(self) -> str:
@@ -172,6 +179,8 @@ def load_settings(
         webhook_hosts=_hosts(env.get("APPLIANCE_WEBHOOK_HOSTS", "127.0.0.1,localhost")),
         webhook_retry_seconds=_seconds(env, "APPLIANCE_WEBHOOK_RETRY_SECONDS", 120.0),
         webhook_attempts=_int(env, "APPLIANCE_WEBHOOK_ATTEMPTS", 6),
+        stall_seconds=_int(env, "APPLIANCE_STALL_SECONDS", 600),
+        fail_seconds=_int(env, "APPLIANCE_FAIL_SECONDS", 1800),
     ).with_overrides(**overrides)
     if not 1 <= settings.port <= 65535:
         raise SettingsError(f"port must be between 1 and 65535, not {settings.port}")
@@ -179,6 +188,11 @@ def load_settings(
         raise SettingsError(f"workers must be between 1 and 64, not {settings.workers}")
     if not 1 <= settings.webhook_attempts <= 50:
         raise SettingsError("APPLIANCE_WEBHOOK_ATTEMPTS must be between 1 and 50")
+    if not 1 <= settings.stall_seconds < settings.fail_seconds:
+        raise SettingsError(
+            "stall seconds must be at least 1 and below fail seconds, not"
+            f" {settings.stall_seconds} and {settings.fail_seconds}"
+        )
     if not _DEVICE.match(settings.device):
         raise SettingsError(
             "device must be auto, cpu or CUDA indices such as 0 or 0,1,"

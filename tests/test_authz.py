@@ -456,6 +456,7 @@ TABLE = [
             ("GET", "/download", None, "read"),
             ("POST", "/track-download", None, "read"),
             ("POST", "/clone", {"owner": "lab", "project": "proj"}, "write"),
+            ("POST", "/training/resume", None, "write"),
         )
     ),
     (

@@ -25,7 +25,8 @@ KILL_GRACE = 10.0
 class ChildResult:
     returncode: int
     events: list[dict] = field(default_factory=list)
-    stopped: str | None = None  # "cancelled" or "shutdown" when we ended it
+    #: "cancelled", "shutdown" or "stalled" (the watchdog) when we ended it
+    stopped: str | None = None
 
     def last(self, name: str) -> dict | None:
         return next((e for e in reversed(self.events) if e.get("event") == name), None)
@@ -36,6 +37,7 @@ class Children:
 
     def __init__(self) -> None:
         self._procs: dict[str, subprocess.Popen] = {}
+        self._killed: dict[str, str] = {}
         self._lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -81,6 +83,22 @@ class Children:
             os.close(read_fd)
             with self._lock:
                 self._procs.pop(job_id, None)
+                self._killed.pop(job_id, None)
+
+    def kill(self, job_id: str, reason: str) -> bool:
+        """SIGKILL a job's child at once (a frozen process ignores SIGTERM);
+        its result says `stopped=reason`. False when it has no child."""
+        with self._lock:
+            proc = self._procs.get(job_id)
+            if proc is None:
+                return False
+            self._killed[job_id] = reason
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        logger.warning("job %s: child %d killed (%s)", job_id, proc.pid, reason)
+        return True
 
     def _follow(
         self, job_id, proc, read_fd, on_event, should_cancel, heartbeat
@@ -88,9 +106,10 @@ class Children:
         result = ChildResult(returncode=0)
         buffer = b""
         last_beat = 0.0
+        heard = False
         cancel_seen_at: float | None = None
         while True:
-            ready, _, _ = select.select([read_fd], [], [], 1.0)
+            ready, _, _ = select.select([read_fd], [], [], 0.5)
             if ready:
                 chunk = os.read(read_fd, 65536)
                 if not chunk:
@@ -100,14 +119,18 @@ class Children:
                     line, buffer = buffer.split(b"\n", 1)
                     event = _decode(line)
                     if event is not None:
-                        result.events.append(event)
+                        heard = True
+                        if event.get("event") != "beat":
+                            result.events.append(event)
                         on_event(event)
             elif proc.poll() is not None:
                 break  # exited; a grandchild may still hold the pipe open
             now = time.monotonic()
-            if now - last_beat > 5:
+            # The heartbeat is the child's: only what it sends moves it, so the
+            # watchdog sees a frozen child even while this loop goes on.
+            if heard and now - last_beat > 1:
                 heartbeat()
-                last_beat = now
+                last_beat, heard = now, False
             if self.stopping.is_set() and result.stopped is None:
                 result.stopped = "shutdown"
                 self.terminate(proc)
@@ -118,6 +141,10 @@ class Children:
                     result.stopped = "cancelled"
                     self.terminate(proc)
         result.returncode = proc.wait()
+        with self._lock:
+            killed = self._killed.get(job_id)
+        if killed and result.stopped is None:
+            result.stopped = killed
         if result.stopped is None and self.stopping.is_set():
             result.stopped = "shutdown"  # it died before this loop saw the flag
         if result.stopped is None and should_cancel():

@@ -1,8 +1,14 @@
 """The job queue: a SqliteHuey in its own file, consumed by threads inside the
-appliance process. Our jobs table is the durable truth; Huey only carries ids."""
+appliance process. Our jobs table is the durable truth; Huey only carries ids.
+
+Training jobs wait for a device: at most one runs on each GPU (or on the CPU when
+there is none) and the rest stay `queued`, handed to Huey as devices free up. A
+watchdog thread marks a training job `stalled` when its trainer goes quiet, then
+fails it and kills the trainer (appliance/jobs/watchdog.py)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -11,13 +17,14 @@ from pathlib import Path
 from huey import SqliteHuey
 from huey.consumer import Consumer
 
-from .. import hooks, vision
+from .. import gpus, hooks, vision
 from ..blobs import BlobStore
 from ..errors import ApplianceError
 from ..ids import now
 from ..settings import Settings
 from ..store import Database
 from .children import Children
+from .watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -46,6 +53,12 @@ class JobQueue:
         self._handlers: dict[str, Callable[[dict], None]] = {}
         self._task = self.huey.task(name="appliance.run_job")(self._run_job)
         self._consumer: Consumer | None = None
+        self.watchdog = Watchdog(self)
+
+    @functools.cached_property
+    def devices(self) -> list[gpus.Device]:
+        """The devices training jobs are placed on, one job per device at a time."""
+        return gpus.local_devices(self.settings.device)
 
     def register(self, kind: str, handler: Callable[[dict], None]) -> None:
         self._handlers[kind] = handler
@@ -54,18 +67,28 @@ class JobQueue:
 
     def start(self) -> None:
         self.recover()
+        # A training job holds a thread while its trainer runs: with one per
+        # device, a thread is still left for ingests and exports.
+        workers = max(self.settings.workers, len(self.devices) + 1)
         self._consumer = _QuietConsumer(
             self.huey,
-            workers=self.settings.workers,
+            workers=workers,
             periodic=False,
             check_worker_health=False,
             max_delay=1.0,
         )
         self._consumer.start()
-        logger.info("job queue started with %d workers", self.settings.workers)
+        self.watchdog.start()
+        self.dispatch_training()
+        logger.info(
+            "job queue started with %d workers; training on %s",
+            workers,
+            ", ".join(d.gpu_type for d in self.devices),
+        )
 
     def stop(self) -> None:
         """End running children, stop the consumer and leave no job 'running'."""
+        self.watchdog.stop()
         self.children.stop_all()
         if self._consumer:
             self._consumer.stop(graceful=False)
@@ -80,7 +103,8 @@ class JobQueue:
         """After a crash: running jobs are interrupted; queued ones are queued again."""
         for job in self.db.active_jobs():
             if job["status"] == "queued":
-                self._task(job["id"])
+                if job["kind"] != "train":
+                    self._task(job["id"])  # training waits for dispatch_training
             else:
                 self._interrupt(
                     job, "the appliance restarted while this job was running"
@@ -118,10 +142,55 @@ class JobQueue:
         self, kind: str, subject_id: str, user_id: str | None, args: dict | None = None
     ) -> dict:
         job = self.db.create_job(kind, subject_id, user_id, args)
-        self._task(job["id"])
+        if kind == "train":
+            self.dispatch_training()
+        else:
+            self._task(job["id"])
         return job
 
+    def dispatch_training(self) -> None:
+        """Hand Huey as many waiting training jobs, oldest first, as devices are
+        free. Handing one twice is harmless: only one claim succeeds."""
+        busy = {
+            row["device"]
+            for row in self.db.query(
+                "SELECT device FROM jobs WHERE kind = 'train' AND device IS NOT NULL"
+                " AND status IN ('starting', 'running', 'stalled')"
+            )
+        }
+        free = [d for d in self.devices if d.index not in busy]
+        if not free:
+            return
+        waiting = self.db.query(
+            "SELECT id, args FROM jobs WHERE kind = 'train' AND status = 'queued'"
+            " ORDER BY created_at, rowid"
+        )
+        for job in waiting:
+            wanted = (job["args"] or {}).get("deviceIndex")
+            device = next((d for d in free if wanted in (None, d.index)), None)
+            if device is None:
+                continue
+            free.remove(device)
+            self._task(job["id"])
+            if not free:
+                return
+
+    def queue_position(self, job: dict) -> int | None:
+        """1 for the next training job to start, and so on; None unless waiting."""
+        if job["kind"] != "train" or job["status"] != "queued":
+            return None
+        return 1 + self.db.scalar(
+            "SELECT count(*) FROM jobs WHERE kind = 'train' AND status = 'queued'"
+            " AND (created_at < ? OR (created_at = ? AND rowid < (SELECT rowid FROM jobs WHERE id = ?)))",
+            [job["created_at"], job["created_at"], job["id"]],
+        )
+
     def cancel(self, job_id: str) -> None:
+        # A trainer checks for this file after every batch: no wait for the
+        # parent's next look at the database.
+        run = self.settings.runs / job_id
+        if run.is_dir():
+            (run / "cancel").touch()
         with self.db.atomic() as db:
             db.execute(
                 "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
@@ -135,6 +204,9 @@ class JobQueue:
     # -- running -----------------------------------------------------------
 
     def _claim(self, job_id: str) -> dict | None:
+        job = self.db.job(job_id)
+        if job is not None and job["kind"] == "train":
+            return self._claim_device(job)
         with self.db.atomic() as db:
             cursor = db.execute(
                 "UPDATE jobs SET status = 'running', started_at = ?, updated_at = ?, heartbeat_at = ?"
@@ -144,10 +216,49 @@ class JobQueue:
             claimed = cursor.rowcount == 1
         return self.db.job(job_id) if claimed else None
 
+    def _claim_device(self, job: dict) -> dict | None:
+        """Take a free device for a training job, in one transaction with the
+        check that it is free: the job becomes `starting` on that device."""
+        wanted = (job["args"] or {}).get("deviceIndex")
+        with self.db.atomic() as db:
+            busy = {
+                row[0]
+                for row in db.execute(
+                    "SELECT device FROM jobs WHERE kind = 'train' AND device IS NOT NULL"
+                    " AND status IN ('starting', 'running', 'stalled')"
+                ).fetchall()
+            }
+            device = next(
+                (
+                    d
+                    for d in self.devices
+                    if d.index not in busy and wanted in (None, d.index)
+                ),
+                None,
+            )
+            if device is None:
+                return None  # stays queued; dispatched again when a device frees
+            stamp = now()
+            cursor = db.execute(
+                "UPDATE jobs SET status = 'starting', device = ?, started_at = ?,"
+                " updated_at = ?, heartbeat_at = ? WHERE id = ? AND status = 'queued'",
+                [device.index, stamp, stamp, stamp, job["id"]],
+            )
+            claimed = cursor.rowcount == 1
+        return self.db.job(job["id"]) if claimed else None
+
     def _run_job(self, job_id: str) -> None:
         job = self._claim(job_id)
         if job is None:
-            return  # cancelled while queued, or already taken
+            return  # cancelled while queued, already taken, or no device free
+        try:
+            self._run_claimed(job)
+        finally:
+            if job["kind"] == "train":
+                self.dispatch_training()
+
+    def _run_claimed(self, job: dict) -> None:
+        job_id = job["id"]
         handler = self._handlers[job["kind"]]
         logger.info("job %s (%s) started", job_id, job["kind"])
         try:
@@ -180,6 +291,9 @@ class JobQueue:
 
     def beat(self, job_id: str) -> None:
         self.db.update_job(job_id, heartbeat_at=now())
+
+    def device(self, index: str | None) -> gpus.Device | None:
+        return next((d for d in self.devices if d.index == index), None)
 
     def finish(
         self,

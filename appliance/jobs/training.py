@@ -22,7 +22,10 @@ def run_training(queue: JobQueue, job: dict) -> None:
     db, settings = queue.db, queue.settings
     model_id = job["subject_id"]
     args = dict(job["args"]["trainArgs"])
+    resume = job["args"].get("resume")
     workdir = settings.runs / job["id"]
+    # A resumed run writes into the run it continues (ultralytics keeps save_dir).
+    run_dir = Path(resume["runDir"]) if resume else workdir / "train"
     cancel_file = workdir / "cancel"
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -30,13 +33,18 @@ def run_training(queue: JobQueue, job: dict) -> None:
     data_yaml, digest = materialise(
         db, queue.blobs, settings.home / "datasets", job["args"]["datasetId"]
     )
+    if not db.update_job_if(job["id"], "starting", message="starting the trainer"):
+        return  # the watchdog or a cancel ended it while the dataset was laid out
+    model = db.model(model_id)
     db.update_model(
         model_id,
         status="running",
         started_at=now(),
-        metadata={"datasetSnapshot": digest},
+        metadata={**((model or {}).get("metadata") or {}), "datasetSnapshot": digest},
     )
-    db.clear_epochs(model_id)
+    if not resume:
+        db.clear_epochs(model_id)
+    device = job["device"] or settings.device
     spec = {
         "home": str(settings.home),
         "model": args.pop("model"),
@@ -47,20 +55,27 @@ def run_training(queue: JobQueue, job: dict) -> None:
             if k not in ("data", "project", "name", "device")
         },
         "project": str(workdir),
-        "device": settings.device
-        if args.get("device") in (None, "auto")
+        "device": device
+        if args.get("device") in (None, "auto") or job["device"]
         else args["device"],
         "cancel_file": str(cancel_file),
+        "beat_seconds": min(2.0, settings.stall_seconds / 4),
     }
+    if resume:
+        spec["resume"] = resume["checkpoint"]
     total = int(spec["args"].get("epochs", 100))
     warnings: list[str] = []
+    system: dict = {}
 
     def on_event(event: dict) -> None:
         kind = event.get("event")
+        if isinstance(event.get("system"), dict):
+            system.update(event["system"])
         if kind == "epoch":
             epoch = int(event["epoch"])
             db.record_epoch(model_id, epoch, event["metrics"], event.get("fitness"))
             epochs = int(event.get("epochs") or total)
+            db.update_job(job["id"], result={"system": system})
             queue.progress(
                 job["id"],
                 100.0 * (epoch + 1) / max(epochs, 1),
@@ -75,10 +90,19 @@ def run_training(queue: JobQueue, job: dict) -> None:
                 metrics=event["metrics"],
             )
         elif kind == "started":
-            queue.progress(job["id"], 0, f"training on {event.get('device')}")
+            first = int(event.get("start_epoch") or 0)
+            db.update_job_if(job["id"], "starting", status="running")
+            queue.progress(
+                job["id"],
+                0,
+                f"training on {event.get('device')}"
+                + (f" from epoch {first + 1}" if first else ""),
+            )
             hooks.training_event(
                 db, job, "training.started", device=event.get("device")
             )
+        elif kind == "beat":
+            db.update_job(job["id"], result={"system": system})
         elif kind == "warning":
             message = str(event.get("message"))
             logger.warning("job %s: %s", job["id"], message)
@@ -102,7 +126,9 @@ def run_training(queue: JobQueue, job: dict) -> None:
         lambda: queue.beat(job["id"]),
     )
     done = result.last("done")
-    weights = _keep_weights(queue, model_id, workdir, done)
+    weights = _keep_weights(queue, model_id, run_dir, done)
+    if result.stopped == "stalled":
+        return  # the watchdog has failed the job and the model already
     finished = done and result.returncode == 0 and result.stopped != "shutdown"
     if finished:
         cancelled = done.get("cancelled") or result.stopped == "cancelled"
@@ -118,19 +144,20 @@ def run_training(queue: JobQueue, job: dict) -> None:
             completed_at=now(),
             training_error=None,
         )
-        result = {"weights": bool(weights)}
+        outcome: dict = {"weights": bool(weights), "system": system}
         if warnings:
-            result["warnings"] = warnings
-        queue.finish(job["id"], status, result=result)
+            outcome["warnings"] = warnings
+        queue.finish(job["id"], status, result=outcome)
         return
     error = result.last("error")
     if result.stopped == "cancelled":
         db.update_model(model_id, status="cancelled", completed_at=now())
-        queue.finish(job["id"], "cancelled")
+        queue.finish(job["id"], "cancelled", result={"system": system})
         return
     if result.stopped == "shutdown":
         message, code, status = (
-            "the appliance stopped while this job was running",
+            "the appliance stopped while this job was running; resume the model to"
+            " continue from its last checkpoint",
             "interrupted",
             "interrupted",
         )
@@ -150,21 +177,23 @@ def run_training(queue: JobQueue, job: dict) -> None:
         status="failed",
         training_error={"message": message, "code": code, "timestamp": now()},
     )
-    queue.finish(job["id"], status, error={"message": message, "code": code})
+    queue.finish(
+        job["id"],
+        status,
+        error={"message": message, "code": code},
+        result={"system": system},
+    )
 
 
 def _keep_weights(
-    queue: JobQueue, model_id: str, workdir: Path, done: dict | None
+    queue: JobQueue, model_id: str, run_dir: Path, done: dict | None
 ) -> Path | None:
     """Store the run's best weights (else its last) on the model, even when the run
     ended early, so they can still be downloaded, exported and deployed."""
     candidates = []
     if done and done.get("weights"):
         candidates.append(Path(done["weights"]))
-    candidates += [
-        workdir / "train" / "weights" / "best.pt",
-        workdir / "train" / "weights" / "last.pt",
-    ]
+    candidates += [run_dir / "weights" / "best.pt", run_dir / "weights" / "last.pt"]
     source = next((p for p in candidates if p.is_file()), None)
     if source is None:
         return None

@@ -5,20 +5,32 @@ the verdict on every file it read."""
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
 from ..errors import NotFound
 from ..web import q_choice, q_int, reply, require_user, services
 
-STATUSES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+STATUSES = (
+    "queued",
+    "starting",
+    "running",
+    "stalled",
+    "completed",
+    "failed",
+    "cancelled",
+    "interrupted",
+)
 VERDICTS = ("accepted", "fixed", "rejected")
 FILES_PAGE = 1000
 MAX_FILES_PAGE = 10_000
 
 
-def job_json(job: dict) -> dict:
-    return {
+def job_json(job: dict, queue=None) -> dict:
+    """A job; with the queue, a waiting training job's place in it
+    (`queuePosition`, 1 starts next)."""
+    out = {
         "id": job["id"],
         "kind": job["kind"],
         "subjectId": job["subject_id"],
@@ -32,6 +44,11 @@ def job_json(job: dict) -> dict:
         "startedAt": job["started_at"],
         "finishedAt": job["finished_at"],
     }
+    if job.get("device"):
+        out["device"] = job["device"]
+    if queue is not None and (position := queue.queue_position(job)) is not None:
+        out["queuePosition"] = position
+    return out
 
 
 async def list_jobs(request: Request):
@@ -43,7 +60,8 @@ async def list_jobs(request: Request):
         for j in services(request).db.jobs(status, limit)
         if j["user_id"] == user["id"]
     ]
-    return reply({"jobs": [job_json(j) for j in rows]})
+    queue = services(request).queue
+    return reply({"jobs": [job_json(j, queue) for j in rows]})
 
 
 async def retrieve(request: Request):
@@ -52,7 +70,12 @@ async def retrieve(request: Request):
     job = db.job(request.path_params["job_id"])
     if job is None or job["user_id"] != user["id"]:
         raise NotFound("Job not found")
-    out = job_json(job)
+    svc = services(request)
+    out = job_json(job, svc.queue)
+    if job["kind"] == "train":
+        # the end of the trainer's console output (ultralytics' own log)
+        log = svc.settings.runs / job["id"] / "train.log"
+        out["logTail"] = await run_in_threadpool(svc.queue.log_tail, log, 40)
     if job["kind"] == "ingest":
         out.update(_report_page(request, job, out))
     return reply({"job": out})

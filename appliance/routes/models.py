@@ -19,6 +19,7 @@ from starlette.routing import Route
 from ..errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from ..ids import SLUG_RE, is_id, new_id, slugify
 from ..serialize import REGION, model_json, model_summary_json, training_json
+from ..store._jobs import ACTIVE
 from ..vision import TASKS
 from ..web import (
     can_edit,
@@ -323,14 +324,20 @@ async def training(request: Request):
     job = db.latest_job(model["id"], "train")
     if job is None:
         return reply({"job": None})
-    return reply({"job": training_json(job, model, db.epochs(model["id"]))})
+    device = services(request).queue.device(job["device"])
+    compute = device and {
+        "gpuType": device.gpu_type,
+        "gpuDisplayName": device.display_name,
+        "gpuMemoryGb": device.memory_gb,
+    }
+    return reply({"job": training_json(job, model, db.epochs(model["id"]), compute)})
 
 
 async def cancel_training(request: Request):
     model = editable_model(request, *_path(request))
     svc = services(request)
     job = svc.db.latest_job(model["id"], "train")
-    if job is None or job["status"] not in ("queued", "starting", "running"):
+    if job is None or job["status"] not in ACTIVE:
         raise Conflict("this model has no active training job")
     svc.queue.cancel(job["id"])
     if job["status"] == "queued":

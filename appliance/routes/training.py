@@ -1,46 +1,41 @@
-"""Starting training on this workstation's GPU, or its CPU when it has none."""
+"""Starting and resuming training on this workstation's GPUs, or its CPU when it
+has none; what each device is doing."""
 
 from __future__ import annotations
 
-import functools
 import re
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
-from .. import trainargs, vision
+from .. import gpus, ndjson, trainargs
+from ..checkpoints import BadCheckpoint, read_pickle
 from ..errors import Conflict, Invalid
 from ..ingest.splits import not_ready_reason
+from ..store._jobs import ACTIVE
 from ..web import field, json_body, reply, require_user, services
 from .datasets import find_dataset
-from .models import editable_model
+from .models import editable_model, model_of
 
 _UL_DATASET = re.compile(r"^ul://([^/]+)/datasets/([^/]+)$")
 _ARG_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 #: Arguments the appliance sets itself; a caller's value would fight with ours.
-_RESERVED = frozenset({"project", "name", "exist_ok", "save_dir"})
+_RESERVED = frozenset({"project", "name", "exist_ok", "save_dir", "resume"})
+#: Ways a run ends early that leave a checkpoint to continue from.
+_RESUMABLE = ("failed", "cancelled", "interrupted")
 
 
-@functools.cache
-def local_compute() -> dict:
-    return vision.device_summary()
-
-
-def _check_args(train_args: dict, weights_dir) -> dict:
+def _check_args(train_args: dict, weights_dir: Path) -> dict:
     for key, value in train_args.items():
         if not _ARG_NAME.match(key):
             raise Invalid(f"trainArgs: {key!r} is not an argument name")
         if not isinstance(value, str | int | float | bool | list | type(None)):
             raise Invalid(f"trainArgs.{key} must be a number, string, boolean or list")
+    field(train_args, "epochs", int, required=True)
     trainargs.check_arguments(train_args)
     trainargs.check_model(field(train_args, "model", str, required=True), weights_dir)
-    epochs = field(train_args, "epochs", int, required=True)
-    if not 1 <= epochs <= 10000:
-        raise Invalid("trainArgs.epochs must be between 1 and 10000")
-    imgsz = field(train_args, "imgsz", int, default=640)
-    if not 32 <= imgsz <= 8192:
-        raise Invalid("trainArgs.imgsz must be between 32 and 8192")
     batch = field(train_args, "batch", (int, float), default=16)
     if batch == 0 or batch < -1:
         raise Invalid("trainArgs.batch must be a positive number, or -1 for automatic")
@@ -56,6 +51,62 @@ def _dataset_for(request: Request, data: str) -> dict:
     raise Invalid("trainArgs.data must be ul://owner/datasets/slug or a dataset id")
 
 
+def _device_for(devices: list[gpus.Device], gpu_type: str | None) -> gpus.Device | None:
+    """The device a gpuType asks for; None lets the queue choose any."""
+    if gpu_type is None:
+        return None
+    device = gpus.pick(devices, gpu_type)
+    if device is None:
+        names = ", ".join(d.gpu_type for d in devices)
+        raise Invalid(f"gpuType {gpu_type} is not on this appliance; it has: {names}")
+    return device
+
+
+def _ready_dataset(request: Request, data: str) -> dict:
+    svc = services(request)
+    dataset = _dataset_for(request, data)
+    if dataset["status"] == "processing":
+        raise Conflict(f"dataset {dataset['slug']} is still processing an ingest")
+    problem = not_ready_reason(dataset, svc.db.dataset_stats(dataset["id"]))
+    if problem:
+        raise Invalid(f"dataset {dataset['slug']} is not ready to train: {problem}")
+    return dataset
+
+
+def _version_for(request: Request, dataset: dict, model: dict) -> dict:
+    """The dataset version this run trains on: a new one, or the version that
+    already has this content."""
+    db = services(request).db
+    images = db.all_images(dataset["id"])
+    version, _ = db.create_dataset_version(
+        dataset,
+        images,
+        ndjson.content_digest(dataset, images),
+        f"trained by {model['owner']}/{model['project']}/{model['slug']}",
+    )
+    return version
+
+
+def _start_response(model: dict, device: gpus.Device) -> dict:
+    return {
+        "modelId": model["id"],
+        "status": "starting",
+        "gpuType": device.gpu_type,
+        "estimatedCost": {"pricePerHour": 0, "gpuMemoryGb": device.memory_gb},
+        "billing": {
+            "estimatedCostCents": 0,
+            "estimatedCostDisplay": "$0.00",
+            "balanceCents": 0,
+        },
+    }
+
+
+def _not_training(db, model: dict) -> None:
+    active = db.latest_job(model["id"], "train")
+    if active and active["status"] in ACTIVE:
+        raise Conflict("this model is already training")
+
+
 async def start(request: Request):
     user = require_user(request)
     svc = services(request)
@@ -64,20 +115,15 @@ async def start(request: Request):
     train_args = _check_args(
         field(body, "trainArgs", dict, required=True), svc.settings.home / "weights"
     )
-    dataset = _dataset_for(request, field(train_args, "data", str, required=True))
-    if dataset["status"] == "processing":
-        raise Conflict(f"dataset {dataset['slug']} is still processing an ingest")
-    problem = not_ready_reason(dataset, svc.db.dataset_stats(dataset["id"]))
-    if problem:
-        raise Invalid(f"dataset {dataset['slug']} is not ready to train: {problem}")
-    active = svc.db.latest_job(model["id"], "train")
-    if active and active["status"] in ("queued", "starting", "running"):
-        raise Conflict("this model is already training")
+    devices = await run_in_threadpool(lambda: svc.queue.devices)
+    wanted = _device_for(devices, field(body, "gpuType", str))
+    dataset = _ready_dataset(request, field(train_args, "data", str, required=True))
+    _not_training(svc.db, model)
     if model["weights_size"]:
         raise Conflict(
             "this model already has trained weights; train a new model instead"
         )
-    compute = await run_in_threadpool(local_compute)
+    version = await run_in_threadpool(_version_for, request, dataset, model)
     svc.db.update_model(
         model["id"],
         status="starting",
@@ -85,45 +131,146 @@ async def start(request: Request):
         dataset_id=dataset["id"],
         training_error=None,
         task=model["task"] or dataset["task"],
+        metadata={
+            **(model.get("metadata") or {}),
+            "datasetVersion": version["version"],
+            "datasetVersionId": version["id"],
+        },
     )
-    svc.queue.submit(
-        "train",
+    args = {
+        "trainArgs": train_args,
+        "datasetId": dataset["id"],
+        "datasetVersion": version["version"],
+    }
+    if wanted is not None:
+        args["deviceIndex"] = wanted.index
+    svc.queue.submit("train", model["id"], user["id"], args)
+    return reply(_start_response(model, wanted or devices[0]))
+
+
+def run_dir(settings, job: dict) -> Path:
+    """Where a training job's ultralytics run (weights/, results.csv) lives."""
+    resumed = (job["args"] or {}).get("resume")
+    if resumed:
+        return Path(resumed["runDir"])
+    return settings.runs / job["id"] / "train"
+
+
+def resumable_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint in a run that still has its optimizer state (what
+    ultralytics needs to continue): last.pt, or resume.pt kept at a cancel."""
+    found = []
+    for name in ("last.pt", "resume.pt"):
+        path = folder / "weights" / name
+        if not path.is_file():
+            continue
+        try:
+            checkpoint = read_pickle(path)
+        except (BadCheckpoint, OSError):
+            continue
+        if checkpoint.get("optimizer") is not None and checkpoint.get("epoch", -1) >= 0:
+            found.append(path)
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
+async def resume(request: Request):
+    """POST .../training/resume: continue a run that ended early (failed, killed,
+    interrupted, stalled or cancelled) from its last checkpoint, in a new job that
+    keeps the run's epochs and arguments."""
+    user = require_user(request)
+    svc = services(request)
+    model = model_of(request, edit=True)
+    job = svc.db.latest_job(model["id"], "train")
+    if job is None:
+        raise Conflict("this model has never trained; start training instead")
+    if job["status"] in ACTIVE:
+        raise Conflict("this model is already training")
+    if job["args"].get("remote"):
+        raise Conflict(
+            "this run streamed in from yolo train elsewhere; resume it there"
+            " (yolo train resume model=.../last.pt)"
+        )
+    if job["status"] not in _RESUMABLE:
+        raise Conflict(f"the last run {job['status']}; there is nothing to resume")
+    folder = run_dir(svc.settings, job)
+    checkpoint = await run_in_threadpool(resumable_checkpoint, folder)
+    if checkpoint is None:
+        raise Conflict(
+            "the last run left no checkpoint to resume from (it ended before its"
+            " first epoch); start training again instead"
+        )
+    dataset = _ready_dataset(request, job["args"]["datasetId"])
+    version = await run_in_threadpool(_version_for, request, dataset, model)
+    svc.db.update_model(
         model["id"],
-        user["id"],
-        {"trainArgs": train_args, "datasetId": dataset["id"]},
+        status="starting",
+        training_error=None,
+        completed_at=None,
+        metadata={
+            **(model.get("metadata") or {}),
+            "datasetVersion": version["version"],
+            "datasetVersionId": version["id"],
+        },
     )
+    args = {
+        **job["args"],
+        "datasetId": dataset["id"],
+        "datasetVersion": version["version"],
+        "resume": {
+            "from": job["id"],
+            "runDir": str(folder),
+            "checkpoint": str(checkpoint),
+        },
+    }
+    new = svc.queue.submit("train", model["id"], user["id"], args)
     return reply(
         {
             "modelId": model["id"],
+            "jobId": new["id"],
             "status": "starting",
-            "gpuType": compute["name"],
-            "estimatedCost": {"pricePerHour": 0, "gpuMemoryGb": compute["memoryGb"]},
-            "billing": {
-                "estimatedCostCents": 0,
-                "estimatedCostDisplay": "$0.00",
-                "balanceCents": 0,
-            },
+            "resumedFrom": job["id"],
+            "checkpoint": checkpoint.name,
         }
     )
 
 
 async def gpu_availability(request: Request):
-    """Local compute by name, with how free it is now: High when no training runs,
-    Medium while one does, Low when more wait in the queue."""
+    """Each local device by gpuType, with how free it is now: High when no training
+    runs on it, Medium while one does, Low when more wait for it."""
     require_user(request)
-    compute = await run_in_threadpool(local_compute)
-    db = services(request).db
-    running = db.scalar(
-        "SELECT count(*) FROM jobs WHERE kind = 'train' AND status = 'running'"
-    )
-    queued = db.scalar(
-        "SELECT count(*) FROM jobs WHERE kind = 'train' AND status = 'queued'"
-    )
-    level = "High" if not running else ("Medium" if not queued else "Low")
-    return reply({compute["name"]: level})
+    svc = services(request)
+    devices = await run_in_threadpool(lambda: svc.queue.devices)
+    load = device_load(svc.db, devices)
+    return reply({d.gpu_type: gpus.load_level(*load[d.index]) for d in devices})
 
+
+def device_load(db, devices: list[gpus.Device]) -> dict[str, tuple[int, int]]:
+    """(running, waiting) training jobs per device index. A job waiting for any
+    device counts against every device."""
+    running = {d.index: 0 for d in devices}
+    for row in db.query(
+        "SELECT device FROM jobs WHERE kind = 'train' AND device IS NOT NULL"
+        " AND status IN ('starting', 'running', 'stalled')"
+    ):
+        if row["device"] in running:
+            running[row["device"]] += 1
+    waiting = {d.index: 0 for d in devices}
+    for row in db.query(
+        "SELECT args FROM jobs WHERE kind = 'train' AND status = 'queued'"
+    ):
+        wanted = (row["args"] or {}).get("deviceIndex")
+        for index in waiting:
+            if wanted in (None, index):
+                waiting[index] += 1
+    return {i: (running[i], waiting[i]) for i in running}
+
+
+ID = "/api/models/{model_id:id}"
+SLUG = "/api/models/{owner}/{project}/{model}"
 
 routes = [
     Route("/api/training/start", start, methods=["POST"]),
     Route("/api/training/gpu-availability", gpu_availability, methods=["GET"]),
+    Route(f"{ID}/training/resume", resume, methods=["POST"]),
+    Route(f"{SLUG}/training/resume", resume, methods=["POST"]),
 ]

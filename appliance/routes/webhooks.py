@@ -27,6 +27,7 @@ from starlette.routing import Route
 from .. import hooks, weights
 from ..errors import Conflict, Invalid, NotFound
 from ..ids import SLUG_RE, now, slugify
+from ..store._jobs import ACTIVE
 from ..vision import TASKS
 from ..web import field, json_body, owner_for_write, reply, require_user, services
 from .datasets import find_dataset
@@ -193,7 +194,7 @@ def _started(request: Request, user: dict, body: dict, data: dict) -> dict:
         project = _project_for(request, field(body, "project", str, required=True))
         model = _model_for_run(request, project, field(body, "name", str) or "train")
     latest = db.latest_job(model["id"], "train")
-    if latest and latest["status"] in ("queued", "starting", "running"):
+    if latest and latest["status"] in ACTIVE:
         if not latest["args"].get("remote"):
             raise Conflict("this model is training on the appliance already")
         svc.queue.finish(

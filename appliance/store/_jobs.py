@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..ids import new_id, now
 
-ACTIVE = ("queued", "starting", "running")
+#: `stalled`: running, but its trainer has sent nothing for a while (the watchdog).
+ACTIVE = ("queued", "starting", "running", "stalled")
 FINISHED = ("completed", "failed", "cancelled", "interrupted")
 
 
@@ -71,3 +73,20 @@ class JobsMixin:
     def active_jobs(self) -> list[dict[str, Any]]:
         marks = ",".join("?" for _ in ACTIVE)
         return self.query(f"SELECT * FROM jobs WHERE status IN ({marks})", list(ACTIVE))
+
+    def update_job_if(self, job_id: str, current: str, **fields: Any) -> bool:
+        """Update a job only while its status is still `current`; True when it was."""
+        stamp = now()
+        fields["updated_at"] = stamp
+        if fields.get("status") in FINISHED:
+            fields.setdefault("finished_at", stamp)
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        values = [
+            json.dumps(v) if isinstance(v, dict | list) else v for v in fields.values()
+        ]
+        with self.atomic() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET {columns} WHERE id = ? AND status = ?",
+                [*values, job_id, current],
+            )
+            return cursor.rowcount == 1

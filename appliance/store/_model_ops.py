@@ -70,12 +70,13 @@ class ModelOpsMixin:
     def completed_models(
         self, owner_ids: list[str], limit: int
     ) -> list[dict[str, Any]]:
-        """Finished models with weights in these workspaces, newest first."""
+        """Finished models with weights in these workspaces, newest first; a run
+        that ended early (cancelled, failed) counts when it kept weights."""
         if not owner_ids:
             return []
         return self.query(
             f"{_MODEL_SELECT} WHERE p.owner_id IN ({_marks(owner_ids)})"
-            " AND m.status = 'completed' AND m.weights_size > 0"
+            " AND m.status IN ('completed', 'cancelled', 'failed') AND m.weights_size > 0"
             " AND m.deleted_at IS NULL AND p.deleted_at IS NULL"
             " ORDER BY coalesce(m.completed_at, m.updated_at) DESC, m.id LIMIT ?",
             [*owner_ids, limit],

@@ -366,6 +366,10 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ),
     ("ingest fixes: an empty classify label is no label", _INGEST_FIXES),
     ("projects and models: trash, clones, details, downloads", _PROJECTS_MODELS),
+    (
+        "training jobs: the device each runs on",
+        ["ALTER TABLE jobs ADD COLUMN device TEXT"],
+    ),
 ]
 
 MIGRATIONS.append(
