@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import pickle
 import struct
 import zipfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,11 @@ _MODEL_TASKS = {
     "OBBModel": "obb",
     "ClassificationModel": "classify",
 }
-_PLACEHOLDER_MODULES = ("ultralytics.", "torch.nn.modules.")
+#: Modules whose classes a checkpoint may name (model layers); each becomes an
+#: inert placeholder. Only classes (capitalised names) — never a function, which a
+#: later full load would call — and only rebuilt the way pickle rebuilds objects.
+_PLACEHOLDER_MODULES = ("ultralytics.nn.", "torch.nn.modules.")
+_PLACEHOLDER_CLASSES = frozenset({("ultralytics.utils", "IterableSimpleNamespace")})
 
 
 class BadCheckpoint(ValueError):
@@ -77,8 +83,18 @@ class Stub:
 
     qualname = "Stub"
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Stub:
+        return object.__new__(cls)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.__dict__["_args"] = args
+        # Pickle makes model layers without calling them (NEWOBJ, then BUILD); a
+        # namespace is called with no arguments. A call with arguments is a
+        # pickle using a class as a function: refused.
+        if args or kwargs:
+            raise UnsafeCheckpoint(
+                f"the checkpoint's pickle calls {type(self).qualname} with arguments,"
+                " which is not allowed; nothing in it was run"
+            )
 
 
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, *rest: Any) -> TensorInfo:
@@ -121,7 +137,10 @@ def _set(items: Any = ()) -> set:
 
 
 def _path_text(*parts: Any) -> str:
-    """A path the uploader's machine pickled, as text."""
+    """A path the uploader's machine pickled, as text (a path longer than any
+    file system allows is a crafted one)."""
+    if sum(len(part) for part in parts if isinstance(part, str)) > 4096:
+        raise BadCheckpoint("the checkpoint holds a path longer than 4096 characters")
     text = "/".join(part for part in parts if isinstance(part, str))
     return text[1:] if text.startswith("//") else text
 
@@ -229,7 +248,11 @@ class _Unpickler(pickle.Unpickler):
             return lambda *args: allowed(*args)
         if module == "torch" and (name.endswith("Storage") or name in _DTYPES):
             return name  # only ever an argument: a storage type or dtype by name
-        placeholder = allowed is None or module.startswith(_PLACEHOLDER_MODULES)
+        placeholder = (
+            allowed is None
+            or (module, name) in _PLACEHOLDER_CLASSES
+            or (module.startswith(_PLACEHOLDER_MODULES) and name[:1].isupper())
+        )
         if placeholder and name.isidentifier():
             qualname = f"{module}.{name}"
             if qualname not in self._stubs:
@@ -279,7 +302,10 @@ def read_pickle(path: Path) -> dict[str, Any]:
         info = archive.getinfo(names[0])
         if info.file_size > MAX_PICKLE_BYTES:
             raise BadCheckpoint("the checkpoint's object graph is too large")
-        data = archive.read(info)
+        try:
+            data = archive.read(info)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError) as exc:
+            raise BadCheckpoint(f"the checkpoint's zip is damaged ({exc})") from None
     try:
         loaded = _Unpickler(io.BytesIO(data)).load()
     except BadCheckpoint:
@@ -302,7 +328,28 @@ def read_pickle(path: Path) -> dict[str, Any]:
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
-    """Read and check an ultralytics checkpoint; BadCheckpoint says why not."""
+    """Read and check an ultralytics checkpoint; BadCheckpoint says why not.
+    Nothing in the file runs, so any failure to make sense of it is the file's
+    fault: a crafted structure the checks below did not foresee is refused too."""
+    try:
+        return _read_checkpoint(path)
+    except BadCheckpoint:
+        raise
+    except (
+        ArithmeticError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+    ) as exc:
+        logger.info("checkpoint %s refused: %r", path.name, exc)
+        raise BadCheckpoint(
+            f"the checkpoint's contents are not an ultralytics model's ({exc.__class__.__name__})"
+        ) from None
+
+
+def _read_checkpoint(path: Path) -> Checkpoint:
     ckpt = read_pickle(path)
     model = ckpt.get("model") or ckpt.get("ema")
     if not isinstance(model, Stub):
@@ -326,7 +373,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         metrics=_numbers(ckpt.get("train_metrics")),
         epoch=_int(ckpt.get("epoch")),
         best_fitness=_float(ckpt.get("best_fitness")),
-        date=ckpt.get("date") if isinstance(ckpt.get("date"), str) else None,
+        date=_date(ckpt.get("date")),
         version=ckpt.get("version") if isinstance(ckpt.get("version"), str) else None,
         results=_results(ckpt.get("train_results")),
     )
@@ -337,17 +384,19 @@ def _results(table: Any) -> list[tuple[int, dict[str, float]]]:
     rows; an epoch column counts from 1 there, from 0 here."""
     if not isinstance(table, dict) or not isinstance(table.get("epoch"), list):
         return []
-    epochs = table["epoch"][:10_000]
+    epochs = table["epoch"][:1_000]
+    columns = [
+        (name, column)
+        for name, column in list(table.items())[: MAX_METRICS + 1]
+        if name != "epoch" and isinstance(column, list)
+    ]
     rows = []
     for i, epoch in enumerate(epochs):
-        if not isinstance(epoch, int | float) or isinstance(epoch, bool):
+        number = _finite(epoch)
+        if number is None or not 0 <= number <= MAX_EPOCH:
             return []
-        values = {
-            name: column[i]
-            for name, column in table.items()
-            if name != "epoch" and isinstance(column, list) and i < len(column)
-        }
-        rows.append((max(int(epoch) - 1, 0), _numbers(values)))
+        values = {name: column[i] for name, column in columns if i < len(column)}
+        rows.append((max(int(number) - 1, 0), _numbers(values)))
     return rows
 
 
@@ -441,39 +490,67 @@ def _plain(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
     if isinstance(value, list | tuple):
         items = (_plain(x, depth + 1, budget) for x in value)
         return [v for v in items if v is not _DROP]
-    if value is None or isinstance(value, bool | int | str):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return value if abs(value) < 2**63 else _DROP
+    if isinstance(value, str):
+        return value if len(value) <= 4096 else _DROP
     if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else _DROP
+        return value if math.isfinite(value) else _DROP
     return _DROP
 
 
 _DROP = object()
 
 
+#: Metrics kept per checkpoint (a table of metrics per epoch has this many
+#: columns at most; a real one has a dozen).
+MAX_METRICS = 100
+#: Epoch numbers above this are not a training run's.
+MAX_EPOCH = 100_000
+
+
+def _finite(value: Any) -> float | None:
+    """A plain, finite number that fits a float, or None."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if isinstance(value, int) and abs(value) > 2**63:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 def _numbers(value: Any) -> dict[str, float]:
     if not isinstance(value, dict):
         return {}
-    return {
-        k: float(v)
-        for k, v in value.items()
-        if isinstance(k, str)
-        and isinstance(v, int | float)
-        and not isinstance(v, bool)
-        and v == v
-        and abs(v) != float("inf")
-    }
+    out = {}
+    for k, v in list(value.items())[: MAX_METRICS * 10]:
+        number = _finite(v)
+        if isinstance(k, str) and len(k) <= 100 and number is not None:
+            out[k] = number
+        if len(out) >= MAX_METRICS:
+            break
+    return out
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    return value if ok and 0 <= value <= MAX_EPOCH else None
 
 
 def _float(value: Any) -> float | None:
-    if (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and value == value
-    ):
-        return float(value)
-    return None
+    return _finite(value)
+
+
+def _date(value: Any) -> str | None:
+    """The checkpoint's save date when it is a real ISO date and time."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+        if when.tzinfo is not None:
+            when.astimezone(UTC)  # an offset that pushes it out of range fails here
+    except (ValueError, OverflowError):
+        return None
+    return value if 1970 <= when.year <= 9999 else None

@@ -50,6 +50,9 @@ def offline_environment(home: Path) -> dict[str, str]:
         "MPLCONFIGDIR": str(home / "cache" / "matplotlib"),
         "PIP_NO_INDEX": "1",
         "HF_HUB_OFFLINE": "1",
+        # Checkpoints are loaded with torch's weights_only unpickler and
+        # ultralytics' allow-list of model classes: a user's .pt runs no code.
+        "ULTRALYTICS_SAFE_LOAD": "1",
         "ULTRALYTICS_API_KEY": "",
         # Libraries that keep caches under ~ (ONNX Runtime, OpenVINO) keep them here.
         "HOME": str(home / "cache" / "home"),

@@ -213,3 +213,110 @@ def test_namespaces_and_paths_of_other_versions_are_read(tmp_path, detector):
     read = read_checkpoint(tmp_path / "other.pt")
     assert read.train_args["save_dir"] == "/runs/detect/train"
     assert read.class_names == ["cat", "dog"]
+
+
+class _CallsParseModel:
+    """A gadget found by a tester: ultralytics' own parse_model evaluates an
+    `activation` string, so a pickle that calls it runs code when loaded for real."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        from ultralytics.nn.tasks import parse_model
+
+        text = f"__import__('pathlib').Path({str(self.marker)!r}).touch() or None"
+        return parse_model, ({"activation": text, "backbone": [], "head": []}, 3, False)
+
+
+def _with(detector: Path, target: Path, gadget: object) -> Path:
+    """Our own valid checkpoint with one more object in it, saved as torch does
+    (not through ultralytics, whose re-save would run the gadget)."""
+    import torch
+
+    data = torch.load(detector, weights_only=False)  # our own file, made above
+    data["extra"] = gadget
+    torch.save(data, target)
+    return target
+
+
+def test_an_ultralytics_function_in_a_checkpoint_is_refused(detector, tmp_path):
+    marker = tmp_path / "ran"
+    path = _with(detector, tmp_path / "gadget.pt", _CallsParseModel(marker))
+    with pytest.raises(UnsafeCheckpoint, match="parse_model"):
+        read_checkpoint(path)
+    layer = _with(detector, tmp_path / "call.pt", _Command(_conv_class(), 3, 16))
+    with pytest.raises(UnsafeCheckpoint, match="with arguments"):
+        read_checkpoint(layer)
+    assert not marker.exists()
+
+
+def test_a_full_load_of_such_a_file_runs_nothing_either(detector, tmp_path):
+    """Defence in depth: ultralytics itself loads checkpoints in the appliance's
+    processes with ULTRALYTICS_SAFE_LOAD, so even a file that got past the reader
+    cannot run code when a model is loaded for predict, export or training."""
+    import subprocess
+    import sys
+
+    from appliance.vision import offline_environment
+
+    marker = tmp_path / "ran"
+    path = _with(detector, tmp_path / "gadget.pt", _CallsParseModel(marker))
+    code = (
+        "from ultralytics.nn.tasks import torch_safe_load\n"
+        f"try:\n    torch_safe_load({str(path)!r})\nexcept Exception as e:\n"
+        "    print('refused', type(e).__name__)\n"
+    )
+    env = {**os.environ, **offline_environment(tmp_path / "home")}
+    env = {k: v for k, v in env.items() if not k.startswith("PYTEST")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "refused" in out.stdout, out.stdout + out.stderr
+    assert not marker.exists()
+
+
+def _conv_class():
+    from ultralytics.nn.modules import Conv
+
+    return Conv
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"best_fitness": float("inf"), "epoch": 10**300},
+        {"train_results": {"epoch": [float("nan"), 1.0], "x": [1, 2]}},
+        {"train_metrics": {"fitness": 10**400, "nan": float("nan")}},
+        {"train_args": {"epochs": 10**5000, "name": "x" * 10_000}},
+        {"date": "0001-01-01T00:00:00+05:00"},
+    ],
+    ids=["inf-fitness", "nan-epoch", "huge-metric", "huge-arg", "date-overflow"],
+)
+def test_absurd_values_are_dropped_not_crashes(tmp_path, extra):
+    """Values no training writes are left out, so nothing stored can break a
+    JSON reply or the database later."""
+    checkpoint = read_checkpoint(tiny_checkpoint(tmp_path / "odd.pt", **extra))
+    assert checkpoint.best_fitness is None or abs(checkpoint.best_fitness) < 1e300
+    assert checkpoint.epoch is None or checkpoint.epoch <= 100_000
+    assert all(abs(v) < 1e300 for v in checkpoint.metrics.values())
+    assert checkpoint.date is None or checkpoint.date.startswith("2")
+    assert (
+        "epochs" not in checkpoint.train_args or checkpoint.train_args["epochs"] < 2**63
+    )
+    assert len(checkpoint.train_args.get("name") or "") <= 4096
+
+
+def test_a_path_that_expands_without_end_is_refused(detector, tmp_path):
+    """A pickled path repeats one string by reference: joined, it could grow far
+    beyond the file's size. Paths longer than any file system allows are refused."""
+    from pathlib import PosixPath
+
+    parts = ["a" * 1000] * 10
+    bomb = _with(detector, tmp_path / "path.pt", _Command(PosixPath, *parts))
+    with pytest.raises(BadCheckpoint, match="path longer"):
+        read_checkpoint(bomb)
