@@ -353,6 +353,17 @@ def can_see(request: Request, owner_id: str, visibility: str) -> bool:
     return visibility == "public" or role is not None
 
 
+def require_clone_rights(request: Request, resource: dict, what: str) -> None:
+    """A public resource may be cloned by anyone signed in; a private one only
+    by editors of its workspace, so a viewer cannot carry a team's private
+    data off into a workspace of their own."""
+    require_user(request)
+    if resource["visibility"] != "public" and not can_edit(
+        request, resource["owner_id"]
+    ):
+        raise Forbidden(f"only editors of its workspace may clone a private {what}")
+
+
 def can_edit(request: Request, owner_id: str) -> bool:
     require_user(request)
     return has_role(request, owner_id, "editor")

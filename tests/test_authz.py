@@ -429,7 +429,7 @@ TABLE = [
         for method, tail, body, level in (
             ("PATCH", "", {"description": "x"}, "write"),
             ("DELETE", "", None, "write"),
-            ("POST", "/clone", {}, "read"),
+            ("POST", "/clone", {}, "write"),
             ("POST", "/icon", None, "write"),
             ("DELETE", "/icon", None, "write"),
         )

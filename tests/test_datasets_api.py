@@ -317,6 +317,18 @@ def test_private_datasets_are_cloned_by_editors_only(world):
         "/api/datasets/lab/secret/clone", headers=world["bob"], json={"dataset": "s2"}
     )
     assert again.status_code == 201, again.text
+    # The same rule for projects and models (a trial found them open).
+    project = db.create_project(
+        owner_id=lab["id"], slug="tp", name="TP", visibility="private"
+    )
+    model = db.create_model(project_id=project["id"], slug="m", name="m")
+    db.create_project(owner_id=bob["id"], slug="mine", name="Mine", visibility="private")
+    for path, body in (
+        ("/api/projects/lab/tp/clone", {}),
+        (f"/api/models/{model['id']}/clone", {"targetProjectSlug": "mine"}),
+    ):
+        refused = client.post(path, headers=world["bob"], json=body)
+        assert refused.status_code == 403, (path, refused.text)
 
 
 def test_class_stats_count_cache_and_sample(world, monkeypatch):

@@ -36,6 +36,7 @@ from ..web import (
     q_bool,
     q_int,
     reply,
+    require_clone_rights,
     require_user,
     resource_fields,
     role_in,
@@ -482,8 +483,7 @@ async def clone(request: Request):
     cannot carry a team's private data off into a workspace of their own."""
     require_user(request)
     source = dataset_of(request)
-    if source["visibility"] != "public" and not can_edit(request, source["owner_id"]):
-        raise Forbidden("only editors of its workspace may clone a private dataset")
+    require_clone_rights(request, source, "dataset")
     body = await write_body(request)
     unknown = sorted(set(body) - _CLONE_FIELDS)
     if unknown:

@@ -26,6 +26,7 @@ from ..web import (
     json_body,
     owner_for_write,
     reply,
+    require_clone_rights,
     require_user,
     services,
     short_field,
@@ -282,6 +283,7 @@ async def clone(request: Request):
     seed body: targetProjectSlug, modelName?."""
     require_user(request)
     source = model_of(request)
+    require_clone_rights(request, source, "model")
     body = await json_body(request)
     unknown = sorted(set(body) - _CLONE_FIELDS)
     if unknown:

@@ -29,6 +29,7 @@ from ..web import (
     owner_for_write,
     q_int,
     reply,
+    require_clone_rights,
     require_user,
     resource_fields,
     role_in,
@@ -336,7 +337,9 @@ async def clone(request: Request):
     """Copy a project the caller may see, with its models' metadata, metrics
     and weights, into a workspace the caller edits (their own by default).
     `models` (ids) clones only those models."""
+    require_user(request)
     source = project_of(request)
+    require_clone_rights(request, source, "project")
     body = write_fields(await json_body(request))
     unknown = sorted(set(body) - _CLONE_FIELDS)
     if unknown:
