@@ -322,7 +322,9 @@ def test_private_datasets_are_cloned_by_editors_only(world):
         owner_id=lab["id"], slug="tp", name="TP", visibility="private"
     )
     model = db.create_model(project_id=project["id"], slug="m", name="m")
-    db.create_project(owner_id=bob["id"], slug="mine", name="Mine", visibility="private")
+    db.create_project(
+        owner_id=bob["id"], slug="mine", name="Mine", visibility="private"
+    )
     for path, body in (
         ("/api/projects/lab/tp/clone", {}),
         (f"/api/models/{model['id']}/clone", {"targetProjectSlug": "mine"}),

@@ -124,6 +124,14 @@ async def start(request: Request):
             "this model already has trained weights; train a new model instead"
         )
     version = await run_in_threadpool(_version_for, request, dataset, model)
+    # Checked again with nothing awaited until the job exists: concurrent starts
+    # of one model get one job, the others a 409.
+    model = svc.db.model(model["id"]) or model
+    _not_training(svc.db, model)
+    if model["weights_size"]:
+        raise Conflict(
+            "this model already has trained weights; train a new model instead"
+        )
     svc.db.update_model(
         model["id"],
         status="starting",

@@ -1,0 +1,64 @@
+"""Concurrent starts of one model's training: one job, the others a 409 (a
+trial started five runs on one model and lost four runs' metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from conftest import Api, add_images, make_app
+from starlette.testclient import TestClient
+
+
+def test_concurrent_starts_of_one_model_make_one_job(home):
+    app, key = make_app(home, run_queue=False)  # jobs stay queued: nothing trains
+    with TestClient(app) as client:
+        api = Api(client, key)
+        made = api(
+            "POST",
+            "/api/datasets",
+            201,
+            json={"dataset": "ds", "name": "DS", "classNames": ["a"]},
+        )
+        box = [{"classId": 0, "bbox": [0.5, 0.5, 0.2, 0.2]}]
+        add_images(
+            app.state.services.db,
+            made["id"],
+            [
+                {"name": "t.jpg", "labels": box},
+                {"name": "v.jpg", "labels": box, "split": "val"},
+            ],
+            blobs=app.state.services.blobs,
+        )
+        api("POST", "/api/projects", 201, json={"project": "p", "name": "P"})
+        model = api("POST", "/api/models", 201, json={"project": "p", "model": "m"})
+        body = {
+            "modelId": model["id"],
+            "trainArgs": {
+                "model": "yolo26n.yaml",
+                "data": "ul://alice/datasets/ds",
+                "epochs": 1,
+                "imgsz": 32,
+            },
+        }
+
+        async def start_many() -> list[int]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver"
+            ) as concurrent:
+                replies = await asyncio.gather(
+                    *(
+                        concurrent.post(
+                            "/api/training/start", json=body, headers=api.auth
+                        )
+                        for _ in range(6)
+                    )
+                )
+            return sorted(r.status_code for r in replies)
+
+        assert asyncio.run(start_many()) == [200] + [409] * 5
+        jobs = app.state.services.db.query(
+            "SELECT id FROM jobs WHERE kind = 'train' AND subject_id = ?", [model["id"]]
+        )
+        assert len(jobs) == 1
