@@ -214,10 +214,23 @@ def check_value(key: str, value: object) -> None:
             )
 
 
+#: Arguments that name files or folders on the appliance's own disk. The
+#: appliance chooses those itself (the run folder, the dataset, the checkpoint to
+#: resume); a request naming them could read or probe any file (a `cfg` YAML's
+#: keys end up in the error), so they are refused.
+PATH_ARGUMENTS = frozenset({"cfg", "tracker", "resume", "project", "name", "save_dir"})
+
+
 def check_arguments(train_args: dict) -> None:
     unknown = sorted(set(train_args) - known_arguments())
     if unknown:
         raise Invalid(f"trainArgs: unknown argument(s) {', '.join(unknown)}")
+    paths = sorted(set(train_args) & PATH_ARGUMENTS)
+    if paths:
+        raise Invalid(
+            f"trainArgs.{paths[0]} names a path on the appliance, which it chooses"
+            " itself; to continue a run use .../training/resume"
+        )
     for key, value in train_args.items():
         check_value(key, value)
     device = train_args.get("device")

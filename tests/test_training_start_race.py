@@ -62,3 +62,23 @@ def test_concurrent_starts_of_one_model_make_one_job(home):
             "SELECT id FROM jobs WHERE kind = 'train' AND subject_id = ?", [model["id"]]
         )
         assert len(jobs) == 1
+
+
+def test_arguments_that_name_paths_on_the_appliance_are_refused():
+    """A trial read the keys of any YAML on the server through `cfg`, and probed
+    which files exist; the appliance chooses its own paths."""
+    import pytest
+
+    from appliance.errors import Invalid
+    from appliance.trainargs import check_arguments
+
+    for key, value in (
+        ("cfg", "/etc/passwd"),
+        ("tracker", "/tmp/x.yaml"),
+        ("resume", "/etc/passwd"),
+        ("project", "../../x"),
+        ("name", "/tmp/evil"),
+    ):
+        with pytest.raises(Invalid, match=f"trainArgs.{key} names a path"):
+            check_arguments({"epochs": 1, key: value})
+    check_arguments({"epochs": 1, "imgsz": 32})
