@@ -418,7 +418,7 @@ def _children_of(srv: Server) -> list:
     ]
 
 
-def test_a_killed_trainer_fails_the_job_not_the_api(server):
+def test_a_killed_trainer_interrupts_the_job_not_the_api(server):
     sdk = server.client()
     owner = server.owner
     _long_training(sdk, owner, "killed")
@@ -431,6 +431,7 @@ def test_a_killed_trainer_fails_the_job_not_the_api(server):
         "failure",
     )
     assert "killed by SIGKILL" in job["error"]["message"]
+    assert job["error"]["code"] == "interrupted"  # resumable, not a failed run
     assert sdk.account.summary()["username"] == owner  # the API is still up
 
 

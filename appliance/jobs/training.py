@@ -161,6 +161,15 @@ def run_training(queue: JobQueue, job: dict) -> None:
             "interrupted",
             "interrupted",
         )
+    elif error is None and result.returncode < 0 and result.stopped is None:
+        # Killed from outside (the OOM killer, an operator): the run itself did
+        # not fail, and its last checkpoint can carry on.
+        message, code, status = (
+            f"the trainer {describe_exit(result.returncode)}; resume the model to"
+            " continue from its last checkpoint",
+            "interrupted",
+            "interrupted",
+        )
     else:
         detail = (
             error["message"]
