@@ -9,10 +9,12 @@ console output goes to stdout, which the parent keeps as the job log.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -308,11 +310,29 @@ def export(spec: dict, events: Events) -> None:
     events.send("done", output=str(output))
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when the appliance that started it dies
+    (even by SIGKILL), so no orphan keeps training on a GPU the next appliance
+    will hand to another job; if the parent is already gone, stop now."""
+    parent = os.environ.get("APPLIANCE_PARENT_PID")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the restart reaps it instead
+        return
+    if parent and os.getppid() != int(parent):
+        raise SystemExit("the appliance that started this worker is gone")
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    _die_with_parent()
     command, spec_path = argv
     spec = json.loads(Path(spec_path).read_text())
     events = Events(float(spec.get("beat_seconds", 2.0)))

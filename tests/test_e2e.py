@@ -459,6 +459,23 @@ def test_sigterm_interrupts_running_training_and_frees_the_trainer(server):
     )
 
 
+def test_a_killed_appliance_takes_its_trainer_with_it(server):
+    """SIGKILL gives the appliance no chance to stop its children: the trainer
+    must not live on, training on a device the restarted appliance hands out."""
+    sdk = server.client()
+    _long_training(sdk, server.owner, "orphan")
+    trainer = _trainer_process(server)
+    assert server.stop(signal.SIGKILL) == -signal.SIGKILL
+    try:
+        trainer.wait(30)
+    except psutil.TimeoutExpired:
+        trainer.kill()
+        pytest.fail("the trainer outlived the appliance by 30 s")
+    server.start()
+    job = server.client().models.training(server.owner, "e2e", "orphan")["job"]
+    assert job["status"] == "failed" and job["error"]["code"] == "interrupted"
+
+
 def test_nothing_reached_for_the_network(server, isolated):
     attempts = server.guard_log.read_text() if server.guard_log.exists() else ""
     assert attempts == "", f"outbound attempts:\n{attempts[:3000]}"

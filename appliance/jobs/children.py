@@ -56,7 +56,12 @@ class Children:
         spec_path = workdir / f"{command}-spec.json"
         spec_path.write_text(json.dumps(spec, indent=2))
         read_fd, write_fd = os.pipe()
-        child_env = {**os.environ, **env, "APPLIANCE_EVENT_FD": str(write_fd)}
+        child_env = {
+            **os.environ,
+            **env,
+            "APPLIANCE_EVENT_FD": str(write_fd),
+            "APPLIANCE_PARENT_PID": str(os.getpid()),
+        }
         log = open(workdir / f"{command}.log", "ab")
         try:
             proc = subprocess.Popen(
