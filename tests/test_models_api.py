@@ -254,6 +254,8 @@ def test_checkpoint_upload_files_download_and_completed(world, checkpoints):
     assert sdk.models.files("alice", "p", "uploaded")["files"] == []
     done = upload(world, sdk, created["id"], checkpoints.good)
     assert problems("POST", "/api/upload/complete", 200, done) == []
+    uploads = client.app.state.services.blobs.root / "uploads"
+    assert not any(uploads.glob("*/data"))  # the weights are the model's now
 
     model = ok("GET", ONE, sdk.models.retrieve("alice", "p", "uploaded"))["model"]
     assert model["classNames"] == ["cat", "dog"] and model["task"] == "detect"

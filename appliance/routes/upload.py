@@ -14,6 +14,7 @@ from starlette.routing import Route
 from ..archive import is_archive_name
 from ..errors import Conflict, Forbidden, Invalid, NotFound, TooLarge, Unauthorized
 from ..ids import is_id, parse_time
+from ..sweep import forget_upload
 from ..web import can_edit, can_see, field, json_body, reply, require_user, services
 from .model_ops import attach_checkpoint
 from .models import editable_model
@@ -225,9 +226,15 @@ async def complete(request: Request):
         if actual != md5.lower():
             raise Invalid("md5 does not match the uploaded bytes")
     if session["asset_type"] == "models":
-        await run_in_threadpool(
-            attach_checkpoint, request, session, upload_path(request, session["id"])
-        )
+        try:
+            await run_in_threadpool(
+                attach_checkpoint, request, session, upload_path(request, session["id"])
+            )
+        finally:
+            # Kept (as the model's weights) or refused: the upload itself is done.
+            svc = services(request)
+            svc.db.update_upload(session["id"], status="consumed")
+            forget_upload(svc.blobs, session["id"])
     return reply(
         {
             "success": True,
