@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
+import yaml
 from conftest import Api, base_files, make_app, write_zip
 from contract import problems
 from starlette.testclient import TestClient
@@ -420,3 +421,47 @@ def test_watchdog_thresholds_are_settings(tmp_path):
         env = {"APPLIANCE_STALL_SECONDS": stall, "APPLIANCE_FAIL_SECONDS": fail}
         with pytest.raises(SettingsError):
             load_settings(env, home=str(tmp_path))
+
+
+def test_training_starts_from_a_model_of_the_appliance(lab):
+    """trainArgs.model may be ul://owner/project/model: the new run starts from
+    that model's weights (fine-tuning, and `ul cloud train model=local.pt`,
+    which uploads the .pt as a model first)."""
+    _start(lab, "base", epochs=1)
+    _wait(
+        lambda: _training(lab, "base"),
+        lambda j: j["status"] in ("completed", "failed"),
+        120,
+        "the base run",
+    )
+    assert _training(lab, "base")["status"] == "completed"
+    _model(lab, "bare")
+    refused = lab.api(
+        "POST",
+        "/api/training/start",
+        400,
+        json={
+            "modelId": _model(lab, "tuned-bad")["id"],
+            "trainArgs": {
+                "model": "ul://alice/p/bare",
+                "data": "ul://alice/datasets/base",
+                "epochs": 1,
+            },
+        },
+    )
+    assert "no trained weights" in refused["error"]
+    _start(lab, "tuned", epochs=1, trainArgs={"model": "ul://alice/p/base"})
+    job = _wait(
+        lambda: _training(lab, "tuned"),
+        lambda j: j["status"] in ("completed", "failed"),
+        120,
+        "the fine-tuning run",
+    )
+    assert job["status"] == "completed", job
+    stored = _job(lab, "tuned")
+    assert stored["args"]["baseWeights"].endswith("/best.pt")
+    runs = lab.app.state.services.settings.runs
+    base = lab.db.model(_job(lab, "base")["subject_id"])
+    ran_with = yaml.safe_load((runs / stored["id"] / "train" / "args.yaml").read_text())
+    assert ran_with["model"].endswith(f"models/{base['id']}/best.pt")
+    assert "from scratch" not in (runs / stored["id"] / "train.log").read_text()

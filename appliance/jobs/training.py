@@ -45,9 +45,12 @@ def run_training(queue: JobQueue, job: dict) -> None:
     if not resume:
         db.clear_epochs(model_id)
     device = job["device"] or settings.device
+    named = args.pop("model")
     spec = {
         "home": str(settings.home),
-        "model": args.pop("model"),
+        # A model of the appliance's own (ul://owner/project/model) trains from
+        # that model's weights, resolved when the job was started.
+        "model": job["args"].get("baseWeights") or named,
         "data": str(data_yaml),
         "args": {
             k: v

@@ -17,7 +17,7 @@ from ..ingest.splits import not_ready_reason
 from ..store._jobs import ACTIVE
 from ..web import field, json_body, reply, require_user, services
 from .datasets import find_dataset
-from .models import editable_model, model_of
+from .models import editable_model, find_model, model_of, weights_path
 
 _UL_DATASET = re.compile(r"^ul://([^/]+)/datasets/([^/]+)$")
 _ARG_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -35,11 +35,32 @@ def _check_args(train_args: dict, weights_dir: Path) -> dict:
             raise Invalid(f"trainArgs.{key} must be a number, string, boolean or list")
     field(train_args, "epochs", int, required=True)
     trainargs.check_arguments(train_args)
-    trainargs.check_model(field(train_args, "model", str, required=True), weights_dir)
+    model = field(train_args, "model", str, required=True)
+    if not _UL_MODEL.match(model):  # a model of this appliance: checked at start
+        trainargs.check_model(model, weights_dir)
     batch = field(train_args, "batch", (int, float), default=16)
     if batch == 0 or batch < -1:
         raise Invalid("trainArgs.batch must be a positive number, or -1 for automatic")
     return {k: v for k, v in train_args.items() if k not in _RESERVED}
+
+
+#: A model of this appliance, as a base to train from (not ul://ultralytics/...).
+_UL_MODEL = re.compile(
+    r"^ul://(?!ultralytics/)([a-z0-9-]{2,39})/([a-z0-9-]{1,128})/([a-z0-9-]{1,128})$"
+)
+
+
+def _base_weights(request: Request, name: str) -> str | None:
+    """The weights file of `ul://owner/project/model` when trainArgs.model names
+    a model of this appliance (the caller must be able to see it)."""
+    match = _UL_MODEL.match(name)
+    if not match:
+        return None
+    base = find_model(request, *match.groups())
+    path = weights_path(request, base)
+    if path is None:
+        raise Invalid(f"trainArgs.model: {name} has no trained weights to start from")
+    return str(path)
 
 
 def _dataset_for(request: Request, data: str) -> dict:
@@ -118,6 +139,7 @@ async def start(request: Request):
     devices = await run_in_threadpool(lambda: svc.queue.devices)
     wanted = _device_for(devices, field(body, "gpuType", str))
     dataset = _ready_dataset(request, field(train_args, "data", str, required=True))
+    base = _base_weights(request, train_args["model"])
     _not_training(svc.db, model)
     if model["weights_size"]:
         raise Conflict(
@@ -152,6 +174,8 @@ async def start(request: Request):
     }
     if wanted is not None:
         args["deviceIndex"] = wanted.index
+    if base is not None:
+        args["baseWeights"] = base
     svc.queue.submit("train", model["id"], user["id"], args)
     return reply(_start_response(model, wanted or devices[0]))
 
