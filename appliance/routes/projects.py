@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Route
 
-from ..errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from ..errors import Forbidden, Invalid, NotFound, TooLarge
 from ..ids import SLUG_RE, is_id, slugify
 from ..serialize import REGION, model_summary_json, project_json
 from ..web import (
@@ -146,13 +146,15 @@ def _details(body: dict, current: dict) -> dict:
     return details
 
 
-def _taken(request: Request, owner: dict, slug: str) -> Conflict:
+def _taken(request: Request, owner: dict, slug: str) -> Invalid:
+    """A slug in use: a bad request, the contract's only answer for it on
+    project create."""
     name = f"{owner['username']}/{slug}"
     if services(request).db.slug_in_trash("projects", "owner_id", owner["id"], slug):
-        return Conflict(
+        return Invalid(
             f"Project {name} is in the trash: restore it or delete it permanently"
         )
-    return Conflict(f"Project {name} already exists")
+    return Invalid(f"Project {name} already exists; choose another name")
 
 
 def stop_training(request: Request, model_ids: list[str]) -> None:
