@@ -82,3 +82,27 @@ def test_arguments_that_name_paths_on_the_appliance_are_refused():
         with pytest.raises(Invalid, match=f"trainArgs.{key} names a path"):
             check_arguments({"epochs": 1, key: value})
     check_arguments({"epochs": 1, "imgsz": 32})
+
+
+def test_a_model_or_task_that_does_not_fit_the_dataset_is_refused():
+    """A trial saw `task: segment` on a detect dataset fail in the trainer with a
+    traceback; it is a 400 that says why."""
+    import pytest
+
+    from appliance.errors import Invalid
+    from appliance.routes.training import _check_task, task_of_model_name
+
+    detect = {"task": "detect", "slug": "ds"}
+    assert task_of_model_name("yolo26n-seg.yaml") == "segment"
+    assert task_of_model_name("ul://ultralytics/yolo26/yolo26n-pose") == "pose"
+    assert task_of_model_name("yolo26n.pt") == "detect"
+    assert task_of_model_name("my-weights.pt") is None  # the name does not tell
+    _check_task({"model": "yolo26n.yaml"}, detect, None)
+    _check_task({"model": "my-weights.pt"}, detect, None)
+    for args, base in (
+        ({"model": "yolo26n-seg.yaml"}, None),
+        ({"model": "yolo26n.yaml", "task": "segment"}, None),
+        ({"model": "ul://alice/p/m"}, "classify"),
+    ):
+        with pytest.raises(Invalid, match="trainArgs"):
+            _check_task(args, detect, base)

@@ -63,6 +63,56 @@ def _base_weights(request: Request, name: str) -> str | None:
     return str(path)
 
 
+#: The task a model file's name says, by its suffix (yolo26n-seg.yaml: segment).
+_SUFFIX_TASKS = {"-seg": "segment", "-pose": "pose", "-obb": "obb", "-cls": "classify"}
+
+
+_OFFICIAL_STEM = re.compile(r"^(yolo|rtdetr)[a-z0-9.]*?(-[a-z]+)?$")
+
+
+def task_of_model_name(name: str) -> str | None:
+    """The task an official model name says (yolo26n-seg.yaml: segment); None
+    for a weight file of another name, whose task the name does not tell."""
+    file = name.rsplit("/", 1)[-1]
+    stem = Path(file).stem
+    if (
+        not name.startswith("ul://")
+        and file.endswith(".pt")
+        and not _OFFICIAL_STEM.match(stem)
+    ):
+        return None
+    for suffix, task in _SUFFIX_TASKS.items():
+        if stem.endswith(suffix):
+            return task
+    return "detect"
+
+
+def _base_task(request: Request, name: str) -> str | None:
+    match = _UL_MODEL.match(name)
+    return find_model(request, *match.groups())["task"] if match else None
+
+
+def _check_task(train_args: dict, dataset: dict, base_task: str | None) -> None:
+    """The model, `task` and the dataset must agree: a segment model cannot
+    learn from a detect dataset's boxes. Refused up front, not in the trainer."""
+    model_task = base_task or task_of_model_name(train_args["model"])
+    asked = train_args.get("task")
+    if asked is not None and model_task is not None and asked != model_task:
+        raise Invalid(
+            f"trainArgs.task is {asked} but {train_args['model']} is a {model_task} model"
+        )
+    if asked is not None and asked != dataset["task"]:
+        raise Invalid(
+            f"trainArgs.task is {asked} but dataset {dataset['slug']} is a"
+            f" {dataset['task']} dataset"
+        )
+    if model_task is not None and model_task != dataset["task"]:
+        raise Invalid(
+            f"trainArgs.model {train_args['model']} is a {model_task} model but"
+            f" dataset {dataset['slug']} is a {dataset['task']} dataset"
+        )
+
+
 def _dataset_for(request: Request, data: str) -> dict:
     match = _UL_DATASET.match(data)
     if match:
@@ -140,6 +190,7 @@ async def start(request: Request):
     wanted = _device_for(devices, field(body, "gpuType", str))
     dataset = _ready_dataset(request, field(train_args, "data", str, required=True))
     base = _base_weights(request, train_args["model"])
+    _check_task(train_args, dataset, base_task=_base_task(request, train_args["model"]))
     _not_training(svc.db, model)
     if model["weights_size"]:
         raise Conflict(
