@@ -256,6 +256,18 @@ def resumable_checkpoint(folder: Path) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
 
 
+def _all_epochs_done(checkpoint: Path) -> bool:
+    """Whether a checkpoint's run reached its last epoch (the appliance died
+    between that epoch and the end of the run): nothing is left to resume."""
+    try:
+        data = read_pickle(checkpoint)
+    except (BadCheckpoint, OSError):
+        return False
+    args = data.get("train_args") if isinstance(data.get("train_args"), dict) else {}
+    epoch, epochs = data.get("epoch"), args.get("epochs")
+    return isinstance(epoch, int) and isinstance(epochs, int) and epoch + 1 >= epochs
+
+
 async def resume(request: Request):
     """POST .../training/resume: continue a run that ended early (failed, killed,
     interrupted, stalled or cancelled) from its last checkpoint, in a new job that
@@ -281,6 +293,11 @@ async def resume(request: Request):
         raise Conflict(
             "the last run left no checkpoint to resume from (it ended before its"
             " first epoch); start training again instead"
+        )
+    if await run_in_threadpool(_all_epochs_done, checkpoint):
+        raise Conflict(
+            "the last run finished all its epochs before it stopped; its weights"
+            " are final (download or export them), or start a new training"
         )
     dataset = _ready_dataset(request, job["args"]["datasetId"])
     version = await run_in_threadpool(_version_for, request, dataset, model)

@@ -1,5 +1,7 @@
-"""Concurrent starts of one model's training: one job, the others a 409 (a
-trial started five runs on one model and lost four runs' metrics)."""
+"""Starting and resuming training: checks a trial found missing. Concurrent
+starts of one model make one job (five runs once lost four runs' metrics),
+paths on the appliance and mismatched tasks are refused, and a run that
+finished all its epochs is not resumed."""
 
 from __future__ import annotations
 
@@ -106,3 +108,20 @@ def test_a_model_or_task_that_does_not_fit_the_dataset_is_refused():
     ):
         with pytest.raises(Invalid, match="trainArgs"):
             _check_task(args, detect, base)
+
+
+def test_a_run_with_all_its_epochs_done_is_not_resumable(tmp_path):
+    """An appliance killed between the last epoch and the end of the run leaves
+    a last.pt of the final epoch: resume answers 409 rather than ultralytics'
+    'nothing to resume' error."""
+    import torch
+
+    from appliance.routes.training import _all_epochs_done
+
+    def saved(name: str, epoch: int) -> object:
+        path = tmp_path / name
+        torch.save({"epoch": epoch, "train_args": {"epochs": 3}, "optimizer": {}}, path)
+        return path
+
+    assert _all_epochs_done(saved("done.pt", 2))
+    assert not _all_epochs_done(saved("mid.pt", 0))
