@@ -122,3 +122,32 @@ def test_ul_cloud_train_uploads_a_local_dataset(server, tmp_path):
     assert job["status"] == "completed", job
     model = sdk.models.retrieve(owner, "cloud", "run2")["model"]
     assert model["datasetId"] == dataset["id"] and model["hasWeights"] is True
+
+
+def test_ul_cloud_train_from_a_local_checkpoint(server, tmp_path):
+    """`model=` a local .pt: the CLI uploads it as a model of the project, then
+    trains from it (trainArgs.model is that model's ul:// URI)."""
+    import httpx
+
+    owner = server.owner
+    sdk = server.client()
+    [weights] = sdk.models.files(owner, "cloud", "run1")["files"]
+    local = tmp_path / "mine.pt"
+    local.write_bytes(httpx.get(weights["downloadUrl"], timeout=60).content)
+    run = subprocess.run(
+        [str(UL_BIN), "cloud", "train", f"model={local}"]
+        + [f"data=ul://{owner}/datasets/sample", f"project={owner}/cloud"]
+        + ["name=run3", "epochs=1", "imgsz=32", "batch=4", "workers=0", "watch"],
+        env=_client_env(server, tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    job = sdk.models.training(owner, "cloud", "run3")["job"]
+    assert job["status"] == "completed", job
+    model = sdk.models.retrieve(owner, "cloud", "run3")["model"]
+    assert model["hasWeights"] is True
+    assert model["trainArgs"]["model"].startswith(f"ul://{owner}/cloud/")  # uploaded
