@@ -201,6 +201,27 @@ def short_field(body: dict, name: str, most: int) -> str | None:
     return value
 
 
+def patch_fields(
+    body: dict, allowed: frozenset[str], slug: str, visibilities: tuple[str, ...]
+) -> dict[str, Any]:
+    """What a PATCH of a dataset or project shares: unknown fields and stars
+    refused, a new display name renaming the slug, description and visibility."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise Invalid(f"unknown fields: {', '.join(unknown)}")
+    if "starred" in body:
+        raise Invalid("this appliance does not keep stars")
+    fields: dict[str, Any] = {}
+    if "name" in body:
+        fields["name"] = display_name(body["name"])
+        fields["slug"] = slugify(fields["name"]) or slug
+    if "description" in body:
+        fields["description"] = short_field(body, "description", 1000) or ""
+    if "visibility" in body:
+        fields["visibility"] = choice_field(body, "visibility", visibilities)
+    return fields
+
+
 def display_name(value: Any, label: str = "name") -> str:
     """A display name as the contract allows it: 1-100 characters, not blank, no
     control characters."""

@@ -33,6 +33,7 @@ from ..web import (
     field,
     json_body,
     owner_for_write,
+    patch_fields,
     q_bool,
     q_int,
     reply,
@@ -423,19 +424,7 @@ async def update(request: Request):
     """PATCH a dataset. A new display name also renames the slug."""
     dataset = dataset_of(request, edit=True)
     body = await write_body(request)
-    unknown = sorted(set(body) - _PATCHABLE)
-    if unknown:
-        raise Invalid(f"unknown fields: {', '.join(unknown)}")
-    if "starred" in body:
-        raise Invalid("this appliance does not keep stars")
-    fields: dict = {}
-    if "name" in body:
-        fields["name"] = display_name(body["name"])
-        fields["slug"] = slugify(fields["name"]) or dataset["slug"]
-    if "description" in body:
-        fields["description"] = short_field(body, "description", 1000) or ""
-    if "visibility" in body:
-        fields["visibility"] = choice_field(body, "visibility", VISIBILITIES)
+    fields = patch_fields(body, _PATCHABLE, dataset["slug"], VISIBILITIES)
     if "metadata" in body:
         fields["metadata"] = _metadata(body, dataset["metadata"] or {})
     if "classNames" in body or "task" in body:

@@ -27,6 +27,7 @@ from ..web import (
     field,
     json_body,
     owner_for_write,
+    patch_fields,
     q_int,
     reply,
     require_clone_rights,
@@ -278,19 +279,7 @@ async def update(request: Request):
     """PATCH a project. A new display name also renames the slug."""
     project = project_of(request, edit=True)
     body = write_fields(await json_body(request))
-    unknown = sorted(set(body) - _PATCHABLE)
-    if unknown:
-        raise Invalid(f"unknown fields: {', '.join(unknown)}")
-    if "starred" in body:
-        raise Invalid("this appliance does not keep stars")
-    fields: dict = {}
-    if "name" in body:
-        fields["name"] = display_name(body["name"])
-        fields["slug"] = slugify(fields["name"]) or project["slug"]
-    if "description" in body:
-        fields["description"] = short_field(body, "description", 1000) or ""
-    if "visibility" in body:
-        fields["visibility"] = choice_field(body, "visibility", VISIBILITIES)
+    fields = patch_fields(body, _PATCHABLE, project["slug"], VISIBILITIES)
     if "metadata" in body:
         fields["metadata"] = check_metadata(field(body, "metadata", dict))
     details = _details(body, project.get("details") or {})
