@@ -189,16 +189,7 @@ class ModelOpsMixin:
     ) -> tuple[list[str], list[str], list[str]]:
         """Delete trashed projects for good, with all their models. Returns the
         project, model and export ids whose blobs go too."""
-        where, params = ["deleted_at IS NOT NULL"], []
-        if owner_id:
-            where.append("owner_id = ?")
-            params.append(owner_id)
-        if ids is not None:
-            where.append(f"id IN ({_marks(ids)})" if ids else "0")
-            params += ids
-        if before:
-            where.append("deleted_at < ?")
-            params.append(before)
+        where, params = _trashed_where("", "", owner_id, ids, before)
         with self.atomic() as db:
             project_ids = [
                 row[0]
@@ -219,16 +210,7 @@ class ModelOpsMixin:
     ) -> tuple[list[str], list[str]]:
         """Delete models trashed on their own for good; returns their ids and
         their exports' ids."""
-        where, params = ["m.deleted_at IS NOT NULL"], []
-        if owner_id:
-            where.append("p.owner_id = ?")
-            params.append(owner_id)
-        if ids is not None:
-            where.append(f"m.id IN ({_marks(ids)})" if ids else "0")
-            params += ids
-        if before:
-            where.append("m.deleted_at < ?")
-            params.append(before)
+        where, params = _trashed_where("m.", "p.", owner_id, ids, before)
         with self.atomic() as db:
             model_ids = [
                 row[0]
@@ -320,3 +302,21 @@ class ModelOpsMixin:
                 [row["id"], source["id"]],
             )
         return self.model(row["id"])
+
+
+def _trashed_where(
+    row: str, owner: str, owner_id: str, ids: list[str] | None, before: str | None
+) -> tuple[list[str], list]:
+    """The conditions that pick trashed rows for a purge (`row` and `owner` are
+    table prefixes): of one owner, these ids, trashed before a time."""
+    where, params = [f"{row}deleted_at IS NOT NULL"], []
+    if owner_id:
+        where.append(f"{owner}owner_id = ?")
+        params.append(owner_id)
+    if ids is not None:
+        where.append(f"{row}id IN ({_marks(ids)})" if ids else "0")
+        params += ids
+    if before:
+        where.append(f"{row}deleted_at < ?")
+        params.append(before)
+    return where, params
